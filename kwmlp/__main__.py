@@ -1,0 +1,5 @@
+import sys
+
+from kwmlp.cli import main
+
+sys.exit(main())

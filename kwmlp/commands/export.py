@@ -1,0 +1,42 @@
+"""``kwmlp export CHECKPOINT -o OUT.onnx``: the fused ONNX graph and its keyword graph."""
+
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger("kwmlp")
+
+
+def add_parser(sub):
+    from kwmlp.dims import DEFAULT_OPSET as OPSET, SCENE_ALGORITHMS
+
+    p = sub.add_parser("export", help="checkpoint (.pth) -> ONNX graph, waveform to embeddings",
+                       description="Export a KW-MLP checkpoint to one ONNX graph from raw 16 kHz audio to "
+                                   "embeddings, plus OUT.keywords.onnx for the keyword head.")
+    p.add_argument("checkpoint", help="the original HEAR kwmlp checkpoint, e.g. kwmlp.pth")
+    p.add_argument("-o", "--output", required=True, help="output .onnx path")
+    p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
+    p.add_argument("--depth", type=int, default=None, help="embed after block K (paper Table 4; default: all)")
+    p.add_argument("--scene", choices=SCENE_ALGORITHMS, default="iterative",
+                   help="scene algorithm (paper Table 2; default: iterative)")
+    p.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET}, what TensorRT 10 takes)")
+    p.add_argument("--max-seconds", type=float, default=None,
+                   help="longest clip the iterative scene covers (default: 4 hours)")
+    p.set_defaults(run=run)
+    return p
+
+
+def run(args) -> int:
+    from kwmlp.errors import KwmlpError
+
+    try:
+        from kwmlp.export import ExportOptions, export_checkpoint
+    except ImportError as e:
+        raise KwmlpError(f"exporting needs torch and onnx ({e.name} is missing); "
+                         "install them with: pip install 'kwmlp-rt[export]'") from e
+    options = ExportOptions(precision=args.precision, depth=args.depth, scene=args.scene, opset=args.opset)
+    if args.max_seconds is not None:
+        options = ExportOptions(**{**options.__dict__, "max_seconds": args.max_seconds})
+    emb, kw = export_checkpoint(args.checkpoint, args.output, options)
+    print(f"wrote {emb}\nwrote {kw}")
+    return 0

@@ -1,0 +1,47 @@
+"""``kwmlp info MODEL``: an exported model's settings, inputs and outputs."""
+
+from __future__ import annotations
+
+import json
+
+
+def add_parser(sub):
+    p = sub.add_parser("info", help="show an exported model's settings, inputs and outputs")
+    p.add_argument("model", help="an .onnx file written by `kwmlp export`")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=run)
+    return p
+
+
+def describe(path: str) -> dict:
+    from kwmlp.errors import KwmlpError
+    from kwmlp.runtime.metadata import ModelInfo
+    from kwmlp.runtime.onnxruntime_backend import OrtRunner
+    import os
+
+    if not os.path.isfile(path):
+        raise KwmlpError(f"model file {path} does not exist")
+    runner = OrtRunner(path)
+    info = ModelInfo.from_props(runner.metadata, path)
+    io = lambda args: [{"name": a.name, "dtype": a.type, "shape": list(a.shape)} for a in args]
+    return {
+        "model": path,
+        "settings": info.summary(),
+        "inputs": io(runner.session.get_inputs()),
+        "outputs": io(runner.session.get_outputs()),
+    }
+
+
+def run(args) -> int:
+    d = describe(args.model)
+    if args.json:
+        print(json.dumps(d, indent=2))
+        return 0
+    print(d["model"])
+    for k, v in d["settings"].items():
+        print(f"  {k}: {json.dumps(v) if isinstance(v, dict) else v}")
+    for kind in ("inputs", "outputs"):
+        print(f"{kind}:")
+        for a in d[kind]:
+            print(f"  {a['name']}: {a['dtype']} {a['shape']}")
+    return 0

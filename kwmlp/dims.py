@@ -1,0 +1,96 @@
+"""The one source of truth for KW-MLP's shapes and front-end constants.
+
+Every other module (the PyTorch reference, the ONNX builder, the runtime) reads
+shapes from :class:`ModelDims`; the exported ONNX model carries it in its
+metadata so that the runtime can check what it was given.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+
+SAMPLE_RATE = 16000  # Hz, the only rate KW-MLP was trained on
+CHUNK_SAMPLES = SAMPLE_RATE  # one-second chunks: the temporal projection fixes 98 frames
+N_FFT = 480  # 30 ms window
+HOP_LENGTH = 160  # 10 ms hop
+PAD_BEFORE = 80  # HEAR wrapper: (window - hop) / 2 samples before the audio
+PAD_AFTER = 240  # and window - hop/2 after it
+N_MELS = 40
+N_MFCC = 40
+TOP_DB = 80.0  # dB, applied per one-second chunk
+AMIN = 1e-10  # power floor before the log
+SCENE_STEPS = 16  # time steps of the scene embedding (16 x 64 = 1024)
+LN_EPS = 1e-5  # torch.nn.LayerNorm default, used by every LayerNorm of the checkpoint
+SCENE_ALGORITHMS = ("iterative", "single", "mean")  # paper Table 2; iterative is HEAR's
+DEFAULT_OPSET = 17  # LayerNormalization needs 17; TensorRT 10.0 parses opsets 9-20
+
+KEYWORDS = (
+    "backward", "bed", "bird", "cat", "dog", "down", "eight", "five", "follow", "forward",
+    "four", "go", "happy", "house", "learn", "left", "marvin", "nine", "no", "off",
+    "on", "one", "right", "seven", "sheila", "six", "stop", "three", "tree", "two",
+    "up", "visual", "wow", "yes", "zero",
+)  # Speech Commands V2-35, sorted: the order of the checkpoint's head
+
+
+def exact_div(x: int, y: int) -> int:
+    assert x % y == 0, f"{x} is not a multiple of {y}"
+    return x // y
+
+
+@dataclass(frozen=True)
+class ModelDims:
+    """Shapes of one KW-MLP model and its front end.
+
+    ``depth`` is the number of blocks in the checkpoint; ``embed_depth`` the block
+    whose output becomes the embedding (Table 4 of the paper: 12 by default).
+    """
+
+    n_mfcc: int = N_MFCC  # input features per frame
+    n_frames: int = 98  # frames per one-second chunk: (16000 - 480) // 160 + 1
+    dim: int = 64  # d, the embedding size
+    dim_ff: int = 256  # D, width of the gated MLP (u and g are D/2 each)
+    depth: int = 12
+    embed_depth: int = 12
+    num_classes: int = len(KEYWORDS)
+
+    def __post_init__(self):
+        if not 1 <= self.embed_depth <= self.depth:
+            raise ValueError(f"embed_depth must be in [1, {self.depth}], got {self.embed_depth}")
+
+    @property
+    def frames_per_chunk_padded(self) -> int:
+        return self.n_frames + 2  # replicate-padded by one frame at each end: 100 a second
+
+    @property
+    def scene_size(self) -> int:
+        return SCENE_STEPS * self.dim
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelDims":
+        data = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+assert ModelDims().n_frames == (CHUNK_SAMPLES - N_FFT) // HOP_LENGTH + 1
+N_BINS = N_FFT // 2 + 1  # 241 one-sided DFT bins
+
+
+def num_chunks(num_samples: int) -> int:
+    """S: one-second chunks that a clip of ``num_samples`` occupies after the HEAR padding."""
+    return math.ceil((num_samples + PAD_BEFORE + PAD_AFTER) / CHUNK_SAMPLES)
+
+
+def num_timestamps(num_samples: int) -> int:
+    """N = L // 160: timestamp embeddings the HEAR API returns for a clip."""
+    return num_samples // HOP_LENGTH
+
+
+def num_full_frames(num_samples: int) -> int:
+    """T = 100 S - 2: frames after chunk compensation, from which the scene is made."""
+    return (ModelDims().n_frames + 2) * num_chunks(num_samples) - 2

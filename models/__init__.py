@@ -1,0 +1,20 @@
+"""The PyTorch reference: KW-MLP, its MFCC front end and the HEAR wrapper semantics.
+
+Needs torch (``pip install 'kwmlp-rt[export]'``), except ``kwmlp.models.filters`` (numpy):
+the names below are imported on first use, so that the filters load without torch.
+"""
+
+import importlib
+
+_EXPORTS = {
+    "KWMLP": "network", "MFCC": "frontend", "HearReference": "hear", "ReferenceOutput": "hear",
+    "CheckpointError": "checkpoint", "load_checkpoint": "checkpoint", "read_state_dict": "checkpoint",
+    "dims_of": "checkpoint", "sha256_file": "checkpoint",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"kwmlp.models.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'kwmlp.models' has no attribute {name!r}")

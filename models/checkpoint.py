@@ -1,0 +1,99 @@
+"""Loading the original HEAR 2021 checkpoint format (``{"model_state_dict": ...}``)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+
+import torch
+
+from kwmlp.dims import ModelDims
+from kwmlp.errors import KwmlpError
+from kwmlp.models.network import KWMLP
+
+_BLOCK_KEYS = (
+    "fn.norm.weight", "fn.norm.bias",
+    "fn.fn.proj_in.0.weight", "fn.fn.proj_in.0.bias",
+    "fn.fn.sgu.norm.weight", "fn.fn.sgu.norm.bias",
+    "fn.fn.sgu.proj.weight", "fn.fn.sgu.proj.bias",
+    "fn.fn.proj_out.weight", "fn.fn.proj_out.bias",
+)
+_TOP_KEYS = (
+    "to_patch_embed.1.weight", "to_patch_embed.1.bias",
+    "to_logits.0.weight", "to_logits.0.bias", "to_logits.2.weight", "to_logits.2.bias",
+)
+
+
+class CheckpointError(KwmlpError):
+    """The file is not a KW-MLP checkpoint in the original HEAR format."""
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The ``model_state_dict`` of a checkpoint, checked for every key KW-MLP needs."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        # weights_only: a checkpoint is data, never code to run
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch's unpickler raises many types (KeyError, UnpicklingError, ...) on non-checkpoints
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint that loads with weights_only=True") from e
+    if not isinstance(ckpt, dict) or "model_state_dict" not in ckpt:
+        raise CheckpointError(f"{path} is not a KW-MLP checkpoint: it has no 'model_state_dict'")
+    state = ckpt["model_state_dict"]
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} is not a KW-MLP checkpoint: 'model_state_dict' is not a dict")
+    missing = [k for k in _TOP_KEYS if k not in state]
+    depth = _depth_of(state)
+    if depth == 0:
+        missing.append("layers.0.*")
+    missing += [f"layers.{i}.{k}" for i in range(depth) for k in _BLOCK_KEYS if f"layers.{i}.{k}" not in state]
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise CheckpointError(f"{path} is not a KW-MLP checkpoint: missing {', '.join(missing[:3])}{more}")
+    return state
+
+
+def _depth_of(state: dict) -> int:
+    indices = {int(m.group(1)) for k in state if (m := re.match(r"layers\.(\d+)\.", k))}
+    return max(indices) + 1 if indices else 0
+
+
+def dims_of(state: dict[str, torch.Tensor], embed_depth: int | None = None) -> ModelDims:
+    """Dimensions read off the tensors, so KW-MLP-8 and other variants load too."""
+    dim, n_mfcc = state["to_patch_embed.1.weight"].shape
+    depth = _depth_of(state)
+    if embed_depth is not None and not 1 <= embed_depth <= depth:
+        raise CheckpointError(f"depth {embed_depth} is out of range: the checkpoint has {depth} blocks")
+    return ModelDims(
+        n_mfcc=n_mfcc,
+        n_frames=state["layers.0.fn.fn.sgu.proj.weight"].shape[0],
+        dim=dim,
+        dim_ff=state["layers.0.fn.fn.proj_in.0.weight"].shape[0],
+        depth=depth,
+        embed_depth=depth if embed_depth is None else embed_depth,
+        num_classes=state["to_logits.2.weight"].shape[0],
+    )
+
+
+def load_checkpoint(path: str | os.PathLike, embed_depth: int | None = None) -> KWMLP:
+    """Build :class:`KWMLP` from a checkpoint file, in eval mode, on the CPU.
+
+    ``embed_depth`` picks the block whose output is the embedding (paper Table 4).
+    """
+    state = read_state_dict(path)
+    dims = dims_of(state, embed_depth)
+    model = KWMLP(dims)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: tensor shapes do not fit KW-MLP ({str(e).splitlines()[-1].strip()})") from e
+    return model.eval()

@@ -1,0 +1,10 @@
+"""The torch-free runtime: numpy in, numpy out, ONNX Runtime underneath.
+
+Importing this package needs numpy and onnxruntime only (edge devices carry no torch).
+"""
+
+from kwmlp.dims import KEYWORDS
+from kwmlp.runtime.embedder import Embedder, EmbeddingResult
+from kwmlp.runtime.metadata import ModelInfo
+
+__all__ = ["Embedder", "EmbeddingResult", "KEYWORDS", "ModelInfo"]

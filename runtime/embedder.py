@@ -1,0 +1,160 @@
+"""``Embedder``: numpy audio in, KW-MLP embeddings out, on the best backend available."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from kwmlp.dims import num_chunks
+from kwmlp.errors import KwmlpError
+from kwmlp.runtime.inputs import as_audio_batch, as_windows, is_clip_list
+from kwmlp.runtime.metadata import LAYOUT_EMBEDDINGS, LAYOUT_KEYWORDS, ModelInfo
+from kwmlp.runtime.onnxruntime_backend import OrtRunner
+
+log = logging.getLogger("kwmlp")
+
+BACKENDS = ("auto", "onnxruntime", "onnxruntime-cpu")
+DEVICES = ("auto", "cpu")
+_EMBEDDING_IO = ({"audio"}, {"timestamp_embeddings", "timestamps", "scene_embeddings"})
+_KEYWORD_IO = ({"windows"}, {"keyword_logits", "chunk_embeddings"})
+
+
+@dataclass
+class EmbeddingResult:
+    """Embeddings of a batch of clips (the leading batch axis is absent for a 1-D input).
+
+    timestamp_embeddings: float32 ``(B, L // 160, 64)``, one every 10 ms.
+    timestamps: float32 ``(B, L // 160)``, the centre of each, in ms: 10, 20, ...
+    scene_embeddings: float32 ``(B, 1024)``, feature-major (index ``f * 16 + t``).
+    """
+
+    timestamp_embeddings: np.ndarray
+    timestamps: np.ndarray
+    scene_embeddings: np.ndarray
+
+    def __getitem__(self, i) -> "EmbeddingResult":
+        return EmbeddingResult(self.timestamp_embeddings[i], self.timestamps[i], self.scene_embeddings[i])
+
+
+class Embedder:
+    """Runs an exported kwmlp-rt model.
+
+    Parameters
+    ----------
+    model_path : str
+        ``.onnx`` file written by ``kwmlp export``.
+    backend : str
+        ``"auto"`` (default: the fastest available, announced in one log line),
+        ``"onnxruntime"`` or ``"onnxruntime-cpu"``.
+    device : str
+        ``"auto"`` or ``"cpu"``.
+    threads : int, optional
+        Intra-op threads for ONNX Runtime on the CPU (default: physical cores).
+
+    ``embed`` and ``keyword_logits`` are thread-safe.
+    """
+
+    def __init__(self, model_path: str, backend: str = "auto", device: str = "auto", threads: int | None = None):
+        if backend == "cpu":  # accepted as a synonym: the user wants ONNX Runtime on the CPU
+            backend, device = "onnxruntime-cpu", "cpu"
+        if backend not in BACKENDS:
+            raise KwmlpError(f"backend must be one of {', '.join(BACKENDS + ('cpu',))}, got {backend!r}")
+        if device not in DEVICES:
+            raise KwmlpError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+        model_path = os.fspath(model_path)
+        if not os.path.isfile(model_path):
+            raise KwmlpError(f"model file {model_path} does not exist")
+        self.model_path = model_path
+        self.threads = threads
+        self._runner = OrtRunner(model_path, threads=threads)
+        self.info = self._check(self._runner, LAYOUT_EMBEDDINGS, _EMBEDDING_IO)
+        self.backend = "onnxruntime-cpu"
+        self._keywords: OrtRunner | None = None
+        log.info("kwmlp: running %s on %s", os.path.basename(model_path), self.backend)
+
+    @staticmethod
+    def _check(runner: OrtRunner, layout: str, io: tuple[set, set]) -> ModelInfo:
+        info = ModelInfo.from_props(runner.metadata, runner.path)
+        if info.layout != layout:
+            other = "keyword" if info.layout == LAYOUT_KEYWORDS else "embedding"
+            raise KwmlpError(f"{runner.path} is the {other} model of an export, not the one expected here")
+        if set(runner.inputs) != io[0] or set(runner.outputs) != io[1]:
+            raise KwmlpError(
+                f"{runner.path} has inputs {sorted(runner.inputs)} and outputs {sorted(runner.outputs)}, "
+                f"expected {sorted(io[0])} and {sorted(io[1])}: it was exported with another layout"
+            )
+        return info
+
+    # --- embeddings ----------------------------------------------------------------------
+
+    def embed(self, audio) -> EmbeddingResult | list[EmbeddingResult]:
+        """Embeddings of ``audio``: float ``(B, L)`` or ``(L,)`` at 16 kHz, or a list of 1-D clips
+        of any lengths (then a list of results, one per clip, each without a batch axis).
+
+        Audio outside [-1, 1] is used as is, like the original package does.
+        """
+        if is_clip_list(audio):
+            return self._embed_list(audio)
+        x, squeeze = as_audio_batch(audio)
+        r = self._embed_batch(x)
+        return r[0] if squeeze else r
+
+    def _embed_batch(self, x: np.ndarray) -> EmbeddingResult:
+        seconds = x.shape[1] / 16000
+        if self.info.scene == "iterative" and seconds > self.info.max_seconds:
+            raise KwmlpError(
+                f"clips of {seconds:.0f} s are longer than this model's {self.info.max_seconds:.0f} s; "
+                "export with a larger --max-seconds"
+            )
+        out = self._runner.run({"audio": x})
+        return EmbeddingResult(out["timestamp_embeddings"], out["timestamps"], out["scene_embeddings"])
+
+    def _embed_list(self, clips) -> list[EmbeddingResult]:
+        # Clips that occupy the same number of one-second chunks form one batch: zero-padding a
+        # clip to another of the same S leaves its chunks, hence all its frames, unchanged.
+        arrays = [as_audio_batch(c, f"clip {i}")[0][0] for i, c in enumerate(clips)]
+        for i, a in enumerate(arrays):
+            if a.ndim != 1:
+                raise KwmlpError(f"clip {i} must be 1-D, got shape {a.shape}")
+        groups: dict[int, list[int]] = {}
+        for i, a in enumerate(arrays):
+            groups.setdefault(num_chunks(len(a)), []).append(i)
+        results: list[EmbeddingResult | None] = [None] * len(arrays)
+        for members in groups.values():
+            longest = max(len(arrays[i]) for i in members)
+            batch = np.zeros((len(members), longest), np.float32)
+            for row, i in enumerate(members):
+                batch[row, : len(arrays[i])] = arrays[i]
+            r = self._embed_batch(batch)
+            for row, i in enumerate(members):
+                n = len(arrays[i]) // 160
+                results[i] = EmbeddingResult(
+                    r.timestamp_embeddings[row, :n], r.timestamps[row, :n], r.scene_embeddings[row]
+                )
+        return results
+
+    # --- keywords ------------------------------------------------------------------------
+
+    def _keyword_runner(self) -> OrtRunner:
+        if self._keywords is None:
+            if not self.info.keywords_model:
+                raise KwmlpError(f"{self.model_path} names no keyword model")
+            path = os.path.join(os.path.dirname(self.model_path), self.info.keywords_model)
+            if not os.path.isfile(path):
+                raise KwmlpError(f"the keyword model {path} is missing; export again with `kwmlp export`")
+            runner = OrtRunner(path, threads=self.threads)
+            self._check(runner, LAYOUT_KEYWORDS, _KEYWORD_IO)
+            self._keywords = runner
+        return self._keywords
+
+    def keyword_logits(self, windows) -> np.ndarray:
+        """35-way Speech Commands logits: float ``(W, 16000)`` one-second windows -> float32 ``(W, 35)``
+        (classes in :data:`kwmlp.runtime.KEYWORDS` order)."""
+        return self._keyword_runner().run({"windows": as_windows(windows)})["keyword_logits"]
+
+    def chunk_embeddings(self, windows) -> np.ndarray:
+        """Per-window frame embeddings without padding or compensation: ``(W, 16000) -> (W, 98, 64)``."""
+        return self._keyword_runner().run({"windows": as_windows(windows)})["chunk_embeddings"]

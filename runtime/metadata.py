@@ -1,0 +1,55 @@
+"""What an exported model says about itself (ONNX ``metadata_props``), and its checks."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+
+from kwmlp.dims import ModelDims
+from kwmlp.errors import KwmlpError
+
+LAYOUT_EMBEDDINGS = "kwmlp-embeddings/1"
+LAYOUT_KEYWORDS = "kwmlp-keywords/1"
+_PREFIX = "kwmlp."
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    layout: str
+    dims: ModelDims = field(default_factory=ModelDims)
+    precision: str = "fp32"
+    scene: str = "iterative"
+    checkpoint_sha256: str = ""
+    version: str = ""
+    max_seconds: float = 0.0  # longest clip whose scene the graph computes (unrolled stages)
+    keywords_model: str = ""  # file name of the keyword graph, beside this one
+
+    def to_props(self) -> dict[str, str]:
+        out = {}
+        for k, v in asdict(self).items():
+            out[_PREFIX + k] = self.dims.to_json() if k == "dims" else str(v)
+        return out
+
+    @classmethod
+    def from_props(cls, props: dict[str, str], source: str) -> "ModelInfo":
+        if props.get(_PREFIX + "layout") not in (LAYOUT_EMBEDDINGS, LAYOUT_KEYWORDS):
+            found = props.get(_PREFIX + "layout")
+            what = f"layout {found!r}" if found else "no kwmlp metadata"
+            raise KwmlpError(f"{source} is not a kwmlp-rt model ({what}); export one with `kwmlp export`")
+        kw = {}
+        for f in fields(cls):
+            raw = props.get(_PREFIX + f.name)
+            if raw is None:
+                continue
+            if f.name == "dims":
+                kw["dims"] = ModelDims.from_json(raw)
+            elif f.name == "max_seconds":
+                kw["max_seconds"] = float(raw)
+            else:
+                kw[f.name] = raw
+        return cls(**kw)
+
+    def summary(self) -> dict[str, str]:
+        d = {k: v for k, v in asdict(self).items() if k != "dims"}
+        d["dims"] = json.loads(self.dims.to_json())
+        return d

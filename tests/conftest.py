@@ -1,0 +1,103 @@
+"""Shared fixtures: the trained checkpoint (through KWMLP_CHECKPOINT), the parity vectors in
+../shared/reference, and a seeded random KW-MLP for graph-equivalence tests that need no weights."""
+
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+REFERENCE_DIR = Path(os.environ.get("KWMLP_REFERENCE", REPO.parent / "shared" / "reference"))
+KEYWORDS_DIR = Path(os.environ.get("KWMLP_KEYWORDS", REPO.parent / "shared" / "keywords"))
+REFERENCE_CASES = sorted(Path(p).stem for p in glob.glob(str(REFERENCE_DIR / "*.npz")))
+
+
+def checkpoint_path() -> str | None:
+    path = os.environ.get("KWMLP_CHECKPOINT")
+    return path if path and os.path.isfile(path) else None
+
+
+@pytest.fixture(scope="session")
+def checkpoint() -> str:
+    path = checkpoint_path()
+    if path is None:
+        pytest.skip("KWMLP_CHECKPOINT is not set to the trained kwmlp.pth (see README: Checkpoint)")
+    return path
+
+
+def load_case(name: str) -> dict[str, np.ndarray]:
+    path = REFERENCE_DIR / f"{name}.npz"
+    if not path.is_file():
+        pytest.skip(f"reference vectors not found in {REFERENCE_DIR}")
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+@pytest.fixture(scope="session")
+def exported(checkpoint, tmp_path_factory):
+    """Export the trained checkpoint once per settings; returns a function of the settings."""
+    from kwmlp.export import ExportOptions, export_checkpoint
+
+    cache: dict = {}
+
+    def get(**settings) -> str:
+        key = tuple(sorted(settings.items()))
+        if key not in cache:
+            out = tmp_path_factory.mktemp("export") / "kwmlp.onnx"
+            export_checkpoint(checkpoint, str(out), ExportOptions(**settings))
+            cache[key] = str(out)
+        return cache[key]
+
+    return get
+
+
+def random_state_dict(depth: int = 12, seed: int = 0) -> dict:
+    """A seeded random KW-MLP with every LayerNorm affine perturbed, so that a graph that drops
+    or misplaces one cannot pass."""
+    import torch
+
+    from kwmlp.dims import ModelDims
+    from kwmlp.models import KWMLP
+
+    torch.manual_seed(seed)
+    model = KWMLP(ModelDims(depth=depth, embed_depth=depth))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name or "to_logits.0" in name:
+                p.copy_((1.0 if name.endswith("weight") else 0.0) + 0.2 * torch.randn_like(p))
+    return model.state_dict()
+
+
+@pytest.fixture(scope="session")
+def random_checkpoint(tmp_path_factory) -> str:
+    torch = pytest.importorskip("torch")
+    path = tmp_path_factory.mktemp("random") / "random_kwmlp.pth"
+    torch.save({"model_state_dict": random_state_dict()}, path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def random_exported(random_checkpoint, tmp_path_factory):
+    from kwmlp.export import ExportOptions, export_checkpoint
+
+    cache: dict = {}
+
+    def get(**settings) -> str:
+        key = tuple(sorted(settings.items()))
+        if key not in cache:
+            out = tmp_path_factory.mktemp("random_export") / "random.onnx"
+            export_checkpoint(random_checkpoint, str(out), ExportOptions(**settings))
+            cache[key] = str(out)
+        return cache[key]
+
+    return get
+
+
+def max_abs(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    assert a.shape == b.shape, f"shape {a.shape} != {b.shape}"
+    return float(np.abs(a - b).max()) if a.size else 0.0

@@ -1,0 +1,77 @@
+"""The ``kwmlp`` command line: export, info, and one-line errors with exit code 1."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from kwmlp.cli import main
+
+
+def test_export_and_info(random_checkpoint, tmp_path, capsys):
+    out = tmp_path / "m" / "model.onnx"
+    assert main(["export", random_checkpoint, "-o", str(out), "--depth", "6", "--scene", "mean"]) == 0
+    assert out.is_file() and (tmp_path / "m" / "model.keywords.onnx").is_file()
+    capsys.readouterr()
+    assert main(["info", str(out), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    s = d["settings"]
+    assert s["precision"] == "fp32" and s["scene"] == "mean" and s["dims"]["embed_depth"] == 6
+    assert len(s["checkpoint_sha256"]) == 64 and s["version"]
+    assert [i["name"] for i in d["inputs"]] == ["audio"]
+    assert [o["name"] for o in d["outputs"]] == ["timestamp_embeddings", "timestamps", "scene_embeddings"]
+    assert d["inputs"][0]["shape"] == ["batch", "samples"]
+
+
+def test_export_with_a_later_opset(random_checkpoint, tmp_path):
+    from kwmlp.runtime import Embedder
+
+    out = tmp_path / "o18.onnx"
+    assert main(["export", random_checkpoint, "-o", str(out), "--opset", "18"]) == 0
+    import onnx
+
+    assert onnx.load(out).opset_import[0].version == 18
+    assert Embedder(str(out)).embed(np.zeros(3000, np.float32)).scene_embeddings.shape == (1024,)
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "kwmlp", *args], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (["export", "/nonexistent.pth", "-o", "x.onnx"], "checkpoint /nonexistent.pth does not exist"),
+        (["export", __file__, "-o", "x.onnx"], "is not a PyTorch checkpoint"),
+        (["info", "/nonexistent.onnx"], "model file /nonexistent.onnx does not exist"),
+        (["info", __file__], "could not be loaded as an ONNX model"),
+    ],
+)
+def test_user_errors_are_one_line(args, match, tmp_path):
+    r = _cli(*args)
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and match in lines[0], r.stderr
+
+
+def test_export_depth_out_of_range(random_checkpoint, tmp_path):
+    r = _cli("export", random_checkpoint, "-o", str(tmp_path / "x.onnx"), "--depth", "13")
+    assert r.returncode == 1 and "depth 13 is out of range" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_failed_export_keeps_the_previous_file(random_checkpoint, tmp_path):
+    out = tmp_path / "x.onnx"
+    out.write_bytes(b"previous")
+    r = _cli("export", random_checkpoint, "-o", str(out), "--opset", "12")
+    assert r.returncode == 1 and "opset must be at least 17" in r.stderr
+    assert out.read_bytes() == b"previous"
+    assert [p.name for p in tmp_path.iterdir()] == ["x.onnx"]  # no temp file left behind
+
+
+def test_debug_shows_traceback():
+    r = _cli("--debug", "info", "/nonexistent.onnx")
+    assert r.returncode == 1 and "Traceback" in r.stderr

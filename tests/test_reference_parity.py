@@ -1,0 +1,43 @@
+"""The PyTorch reference against the original HEAR kwmlp package's outputs (max abs error <= 1e-4)."""
+
+import numpy as np
+import pytest
+
+from conftest import REFERENCE_CASES, load_case, max_abs
+
+torch = pytest.importorskip("torch")
+
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def reference(checkpoint):
+    from kwmlp.models import load_checkpoint
+
+    return load_checkpoint(checkpoint)
+
+
+@pytest.mark.parametrize("case", REFERENCE_CASES)
+def test_pytorch_reference_matches_hear(reference, case):
+    from kwmlp.models import HearReference
+    from kwmlp.models.hear import compensate, pad_and_chunk, scene_mean, scene_single
+
+    z = load_case(case)
+    audio = torch.from_numpy(z["audio"])
+    model = HearReference(reference)
+    out = model(audio)
+    assert max_abs(out.timestamp_embeddings, z["timestamp_embeddings"]) <= TOL
+    assert np.array_equal(out.timestamps.numpy(), z["timestamps"])
+    assert max_abs(out.scene_embeddings, z["scene_embeddings"]) <= TOL
+    assert max_abs(out.full_embeddings, z["full_timestamp_embeddings"]) <= TOL
+    assert max_abs(scene_single(out.full_embeddings), z["scene_single"]) <= TOL
+    assert max_abs(scene_mean(out.full_embeddings), z["scene_group_mean"]) <= TOL
+    chunks = pad_and_chunk(audio)
+    with torch.no_grad():
+        mfcc = model.mfcc(chunks)
+        # MFCC values are in the hundreds (dB scale): compare relative to their range
+        assert max_abs(mfcc, z["mfcc"]) <= 2e-6 * float(np.abs(z["mfcc"]).max()) + 1e-4
+        assert max_abs(model.keyword_logits(chunks), z["chunk_logits"]) <= TOL
+        for depth in (4, 8):
+            frames = reference.embed(mfcc, depth)
+            assert max_abs(compensate(frames, audio.shape[0]), z[f"full_timestamp_embeddings_depth{depth}"]) <= TOL
