@@ -37,9 +37,8 @@ def load_case(name: str) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
-@pytest.fixture(scope="session")
-def exported(checkpoint, tmp_path_factory):
-    """Export the trained checkpoint once per settings; returns a function of the settings."""
+def _export_factory(checkpoint: str, tmp_path_factory, name: str):
+    """A function of the export settings that exports ``checkpoint`` once per settings."""
     from kwmlp.export import ExportOptions, export_checkpoint
 
     cache: dict = {}
@@ -47,12 +46,18 @@ def exported(checkpoint, tmp_path_factory):
     def get(**settings) -> str:
         key = tuple(sorted(settings.items()))
         if key not in cache:
-            out = tmp_path_factory.mktemp("export") / "kwmlp.onnx"
+            out = tmp_path_factory.mktemp(name) / f"{name}.onnx"
             export_checkpoint(checkpoint, str(out), ExportOptions(**settings))
             cache[key] = str(out)
         return cache[key]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def exported(checkpoint, tmp_path_factory):
+    """The trained checkpoint exported with the given settings (``exported(depth=4)``)."""
+    return _export_factory(checkpoint, tmp_path_factory, "kwmlp")
 
 
 def random_state_dict(depth: int = 12, seed: int = 0) -> dict:
@@ -82,19 +87,7 @@ def random_checkpoint(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def random_exported(random_checkpoint, tmp_path_factory):
-    from kwmlp.export import ExportOptions, export_checkpoint
-
-    cache: dict = {}
-
-    def get(**settings) -> str:
-        key = tuple(sorted(settings.items()))
-        if key not in cache:
-            out = tmp_path_factory.mktemp("random_export") / "random.onnx"
-            export_checkpoint(random_checkpoint, str(out), ExportOptions(**settings))
-            cache[key] = str(out)
-        return cache[key]
-
-    return get
+    return _export_factory(random_checkpoint, tmp_path_factory, "random")
 
 
 def max_abs(a, b) -> float:
