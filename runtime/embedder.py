@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kwmlp.dims import num_chunks
+from kwmlp.dims import CHUNK_SAMPLES, num_chunks
 from kwmlp.errors import KwmlpError
+from kwmlp.runtime.blocks import ClipStream
 from kwmlp.runtime.inputs import as_audio_batch, as_windows, is_clip_list
 from kwmlp.runtime.metadata import LAYOUT_EMBEDDINGS, LAYOUT_KEYWORDS, ModelInfo
 from kwmlp.runtime.onnxruntime_backend import OrtRunner
@@ -53,11 +54,18 @@ class Embedder:
         ``"auto"`` or ``"cpu"``.
     threads : int, optional
         Intra-op threads for ONNX Runtime on the CPU (default: physical cores).
+    block_seconds : int, optional
+        Embed clips longer than this in blocks of this many seconds, in bounded memory, with
+        results equal to the whole clip at once. Default: only clips longer than the model's
+        ``max_seconds`` (the scene range its graph covers) go block by block.
 
     ``embed`` and ``keyword_logits`` are thread-safe.
     """
 
-    def __init__(self, model_path: str, backend: str = "auto", device: str = "auto", threads: int | None = None):
+    def __init__(
+        self, model_path: str, backend: str = "auto", device: str = "auto", threads: int | None = None,
+        block_seconds: int | None = None,
+    ):
         if backend == "cpu":  # accepted as a synonym: the user wants ONNX Runtime on the CPU
             backend, device = "onnxruntime-cpu", "cpu"
         if backend not in BACKENDS:
@@ -69,6 +77,9 @@ class Embedder:
             raise KwmlpError(f"model file {model_path} does not exist")
         self.model_path = model_path
         self.threads = threads
+        if block_seconds is not None and block_seconds < 1:
+            raise KwmlpError(f"block_seconds must be at least 1, got {block_seconds}")
+        self.block_seconds = block_seconds
         self._runner = OrtRunner(model_path, threads=threads)
         self.info = self._check(self._runner, LAYOUT_EMBEDDINGS, _EMBEDDING_IO)
         self.backend = "onnxruntime-cpu"
@@ -103,14 +114,25 @@ class Embedder:
         return r[0] if squeeze else r
 
     def _embed_batch(self, x: np.ndarray) -> EmbeddingResult:
-        seconds = x.shape[1] / 16000
-        if self.info.scene == "iterative" and seconds > self.info.max_seconds:
-            raise KwmlpError(
-                f"clips of {seconds:.0f} s are longer than this model's {self.info.max_seconds:.0f} s; "
-                "export with a larger --max-seconds"
-            )
+        seconds = x.shape[1] / CHUNK_SAMPLES
+        limit = self.block_seconds or self.info.max_seconds
+        if seconds > limit:
+            return _stack([self._embed_blocks(row) for row in x])
         out = self._runner.run({"audio": x})
         return EmbeddingResult(out["timestamp_embeddings"], out["timestamps"], out["scene_embeddings"])
+
+    def _embed_blocks(self, clip: np.ndarray) -> EmbeddingResult:
+        stream = self.stream()
+        step = (self.block_seconds or 64) * CHUNK_SAMPLES
+        for start in range(0, len(clip), step):
+            stream.feed(clip[start : start + step])
+        return stream.finish()
+
+    def stream(self) -> ClipStream:
+        """A :class:`~kwmlp.runtime.blocks.ClipStream` for one clip that arrives in pieces
+        (e.g. read from a long file): ``s.feed(samples)`` repeatedly, then ``s.finish()``.
+        Memory stays bounded by the block size plus 25 KB per second of audio."""
+        return ClipStream(self.chunk_embeddings_unchecked, self.info.scene, self.block_seconds or 64)
 
     def _embed_list(self, clips) -> list[EmbeddingResult]:
         # Clips that occupy the same number of one-second chunks form one batch: zero-padding a
@@ -157,4 +179,12 @@ class Embedder:
 
     def chunk_embeddings(self, windows) -> np.ndarray:
         """Per-window frame embeddings without padding or compensation: ``(W, 16000) -> (W, 98, 64)``."""
-        return self._keyword_runner().run({"windows": as_windows(windows)})["chunk_embeddings"]
+        return self.chunk_embeddings_unchecked(as_windows(windows))
+
+    def chunk_embeddings_unchecked(self, windows: np.ndarray) -> np.ndarray:
+        return self._keyword_runner().run({"windows": windows})["chunk_embeddings"]
+
+
+def _stack(results: list[EmbeddingResult]) -> EmbeddingResult:
+    return EmbeddingResult(*(np.stack([getattr(r, f) for r in results]) for f in
+                             ("timestamp_embeddings", "timestamps", "scene_embeddings")))

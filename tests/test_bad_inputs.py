@@ -122,10 +122,8 @@ def test_bad_backend_or_device(random_exported, kwargs, match):
         Embedder(random_exported(), **kwargs)
 
 
-def test_clip_longer_than_the_exported_scene_range(random_exported):
+def test_bad_block_seconds(random_exported):
     from kwmlp.runtime import Embedder
 
-    e = Embedder(random_exported(max_seconds=2.0))
-    e.embed(np.zeros(32000, np.float32))  # 2 s is inside
-    with pytest.raises(KwmlpError, match="longer than this model's 2 s"):
-        e.embed(np.zeros(16000 * 5, np.float32))
+    with pytest.raises(KwmlpError, match="block_seconds must be at least 1"):
+        Embedder(random_exported(), block_seconds=0)

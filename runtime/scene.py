@@ -1,0 +1,64 @@
+"""Chunk compensation and the scene algorithms in numpy, for embeddings computed block by block.
+
+The same float32 arithmetic as PyTorch's ``F.interpolate(mode="linear", align_corners=True)``
+and as the exported graph (see ``kwmlp.export.graph``), so that a clip embedded in blocks
+equals the clip embedded at once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kwmlp.dims import SCENE_ALGORITHMS, SCENE_STEPS
+
+
+def compensate(chunk_embeddings: np.ndarray) -> np.ndarray:
+    """``(S, 98, d)`` per-chunk embeddings of one clip -> ``(100 S - 2, d)``: each chunk replicate-padded
+    by one frame at each end, chunks joined, the clip's first and last frame dropped."""
+    x = np.concatenate([chunk_embeddings[:, :1], chunk_embeddings, chunk_embeddings[:, -1:]], axis=1)
+    return x.reshape(-1, x.shape[-1])[1:-1]
+
+
+def interpolate(x: np.ndarray, size: int) -> np.ndarray:
+    """Aligned-corners linear interpolation of ``(T, d)`` to ``(size, d)``, PyTorch's float32 arithmetic."""
+    n = x.shape[0]
+    if size == n:
+        return x
+    scale = np.float32(n - 1) / np.float32(size - 1) if size > 1 else np.float32(0)
+    src = np.arange(size, dtype=np.float32) * np.float32(scale)
+    lo = np.floor(src)
+    i0 = lo.astype(np.int64)
+    i1 = np.minimum(i0 + 1, n - 1)
+    lam = (src - lo)[:, None]
+    return x[i0] * (np.float32(1) - lam) + x[i1] * lam
+
+
+def scene_iterative(full: np.ndarray) -> np.ndarray:
+    """``(T, d) -> (16 d,)``: halve ``floor(log2(T/16))`` times, then interpolate to 16."""
+    x = full
+    while x.shape[0] >= 2 * SCENE_STEPS:
+        x = interpolate(x, x.shape[0] // 2)
+    return interpolate(x, SCENE_STEPS).T.reshape(-1)  # feature-major: b t f -> b (f t)
+
+
+def scene_single(full: np.ndarray) -> np.ndarray:
+    return interpolate(full, SCENE_STEPS).T.reshape(-1)
+
+
+def scene_mean(full: np.ndarray) -> np.ndarray:
+    """``adaptive_avg_pool1d`` to 16 bins: bin i averages frames ``[floor(iT/16), ceil((i+1)T/16))``."""
+    t = full.shape[0]
+    out = np.empty((SCENE_STEPS, full.shape[1]), np.float32)
+    for i in range(SCENE_STEPS):
+        start, end = (i * t) // SCENE_STEPS, -((-(i + 1) * t) // SCENE_STEPS)
+        out[i] = full[start:end].mean(axis=0, dtype=np.float32)
+    return out.T.reshape(-1)
+
+
+_SCENES = {"iterative": scene_iterative, "single": scene_single, "mean": scene_mean}
+assert set(_SCENES) == set(SCENE_ALGORITHMS)
+
+
+def scene(full: np.ndarray, algorithm: str) -> np.ndarray:
+    """The scene embedding ``(16 d,)`` float32 of one clip's frames ``(T, d)``."""
+    return _SCENES[algorithm](np.asarray(full, np.float32)).astype(np.float32, copy=False)

@@ -1,0 +1,60 @@
+"""Block-by-block embedding equals embedding the clip at once."""
+
+import numpy as np
+import pytest
+
+from conftest import max_abs
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.mark.parametrize("scene", ["iterative", "single", "mean"])
+@pytest.mark.parametrize("length", [100, 15680, 16001, 47000, 16000 * 7 + 123])
+def test_blocks_equal_whole(random_exported, scene, length):
+    from kwmlp.runtime import Embedder
+
+    audio = np.random.default_rng(length).uniform(-0.5, 0.5, (2, length)).astype(np.float32)
+    whole = Embedder(random_exported(scene=scene)).embed(audio)
+    blocked = Embedder(random_exported(scene=scene), block_seconds=1).embed(audio)
+    assert blocked.timestamp_embeddings.shape == whole.timestamp_embeddings.shape
+    assert max_abs(blocked.timestamp_embeddings, whole.timestamp_embeddings) <= 1e-5
+    np.testing.assert_array_equal(blocked.timestamps, whole.timestamps)
+    assert max_abs(blocked.scene_embeddings, whole.scene_embeddings) <= 1e-5
+
+
+def test_stream_in_odd_pieces(random_exported):
+    from kwmlp.runtime import Embedder
+
+    e = Embedder(random_exported(), block_seconds=2)
+    audio = np.random.default_rng(0).uniform(-0.5, 0.5, 16000 * 5 + 777).astype(np.float32)
+    s = e.stream()
+    for piece in np.split(audio, [1, 5000, 5001, 40000, 70000]):
+        s.feed(piece)
+    r = s.finish()
+    whole = e.embed(audio)
+    assert max_abs(r.timestamp_embeddings, whole.timestamp_embeddings) <= 1e-5
+    assert max_abs(r.scene_embeddings, whole.scene_embeddings) <= 1e-5
+
+
+def test_clip_longer_than_graph_goes_by_blocks(random_exported, random_checkpoint):
+    from kwmlp.models import HearReference, load_checkpoint
+    from kwmlp.runtime import Embedder
+
+    audio = np.random.default_rng(1).uniform(-0.5, 0.5, (1, 16000 * 6)).astype(np.float32)
+    e = Embedder(random_exported(max_seconds=2.0))  # the graph's scene covers 2 s only
+    r = e.embed(audio)
+    ref = HearReference(load_checkpoint(random_checkpoint))(torch.from_numpy(audio))
+    assert np.isfinite(r.scene_embeddings).all()
+    assert max_abs(r.scene_embeddings, ref.scene_embeddings) <= 1e-3
+    assert max_abs(r.timestamp_embeddings, ref.timestamp_embeddings) <= 1e-3
+
+
+@pytest.mark.parametrize("seconds", [1, 2, 63, 600, 3600])
+@pytest.mark.parametrize("algorithm", ["iterative", "single", "mean"])
+def test_numpy_scene_equals_pytorch(seconds, algorithm):
+    from kwmlp.models import hear
+    from kwmlp.runtime.scene import scene
+
+    full = np.random.default_rng(seconds).standard_normal((100 * seconds - 2, 64)).astype(np.float32)
+    expected = getattr(hear, f"scene_{algorithm}")(torch.from_numpy(full)[None]).numpy()[0]
+    np.testing.assert_allclose(scene(full, algorithm), expected, rtol=0, atol=1e-6)
