@@ -72,3 +72,17 @@ def test_float64_input_is_accepted(pair):
     x = np.random.default_rng(5).uniform(-0.5, 0.5, (2, 5000))
     np.testing.assert_array_equal(embedder.embed(x).scene_embeddings,
                                   embedder.embed(x.astype(np.float32)).scene_embeddings)
+
+
+def test_embed_from_several_threads(pair):
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, embedder = pair
+    rng = np.random.default_rng(9)
+    clips = [rng.uniform(-0.5, 0.5, (2, n)).astype(np.float32) for n in (16000, 30000, 5000, 47000)] * 2
+    alone = [embedder.embed(c) for c in clips]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(embedder.embed, clips))
+    for a, t in zip(alone, together):
+        np.testing.assert_array_equal(a.scene_embeddings, t.scene_embeddings)
+        np.testing.assert_array_equal(a.timestamp_embeddings, t.timestamp_embeddings)
