@@ -10,6 +10,7 @@ provider, so a CPU-only machine never loads them.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from dataclasses import dataclass
@@ -123,12 +124,10 @@ def open_model(path: str, backend: str = "auto", device: str = "auto", threads: 
             if name != "onnxruntime-cpu":
                 why.append(f"{provider} is not in this onnxruntime")
             continue
-        if name == "onnxruntime-trt":
-            try:
-                import tensorrt  # noqa: F401  the provider needs TensorRT's libraries; the cache key its version
-            except ImportError:
-                why.append("TensorrtExecutionProvider needs the tensorrt package")
-                continue
+        if name == "onnxruntime-trt" and importlib.util.find_spec("tensorrt") is None:
+            # the provider needs TensorRT's libraries, and its cache key TensorRT's version
+            why.append("TensorrtExecutionProvider needs the tensorrt package")
+            continue
         if name == "onnxruntime-cpu":
             opened = _open_ort(onnx_path, name, threads, forced=False)
         else:

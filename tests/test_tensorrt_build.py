@@ -11,7 +11,7 @@ import pytest
 
 from kwmlp.errors import KwmlpError
 from kwmlp.export import tensorrt_build as tb
-from kwmlp.runtime.engine_info import Device, EngineInfo, Profile, mismatch, read_sidecar, sidecar_path, write_sidecar
+from kwmlp.runtime.engine_info import Device, EngineInfo, mismatch, read_sidecar, sidecar_path, write_sidecar
 
 ORIN = Device("Orin", "8.7", "10.3.0", "12.6")
 
