@@ -180,12 +180,18 @@ def build_engine(
         cuda = cuda_api.load()
     device = this_device(trt, cuda)
     mode = network_mode(trt, network)
-    logger = trt.Logger(trt.Logger.WARNING)
+    from kwmlp.runtime.tensorrt_backend import trt_logger
+
+    logger = trt_logger(trt)
     builder = trt.Builder(logger)
     net = builder.create_network(_network_flags(trt, mode))
     _parse(trt, logger, net, onnx_path)
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
+    if hasattr(trt.BuilderFlag, "TF32"):
+        # TF32 is on by default and rounds FP32 inner products to 10-bit mantissas on Ampere and
+        # later: the FP32 islands (the STFT convolution, the mel matrix) must really be FP32
+        config.clear_flag(trt.BuilderFlag.TF32)
     if mode == "precision-constraints":
         if precision == "fp16":
             config.set_flag(trt.BuilderFlag.FP16)

@@ -64,6 +64,9 @@ class CudaRuntime:
     def stream(self) -> int:
         return self._ck(self.rt.cudaStreamCreateWithFlags(self.rt.cudaStreamNonBlocking))
 
+    def destroy_stream(self, stream) -> None:
+        self._ck(self.rt.cudaStreamDestroy(stream))
+
     def malloc(self, nbytes: int) -> int:
         return int(self._ck(self.rt.cudaMalloc(max(nbytes, 1))))
 
@@ -97,13 +100,23 @@ class CudaRuntime:
     def capture(self, stream, enqueue) -> object:
         mode = self.rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
         self._ck(self.rt.cudaStreamBeginCapture(stream, mode))
+        failure = None
         try:
             enqueue()
+        except Exception as e:  # re-raised below, once the capture is ended and cleaned up
+            failure = e
+        err, graph = self.rt.cudaStreamEndCapture(stream)
+        if failure is not None or err != self.rt.cudaError_t.cudaSuccess:
+            if graph:
+                self.rt.cudaGraphDestroy(graph)
+            self.rt.cudaGetLastError()  # clear the error an invalidated capture leaves (as trtexec does)
+            if failure is not None:
+                raise failure
+            raise CudaError(f"cudaStreamEndCapture: {self.rt.cudaGetErrorName(err)[1]}")
+        try:
+            return self._ck(self.rt.cudaGraphInstantiate(graph, 0))
         finally:
-            graph = self._ck(self.rt.cudaStreamEndCapture(stream))
-        graph_exec = self._ck(self.rt.cudaGraphInstantiate(graph, 0))
-        self._ck(self.rt.cudaGraphDestroy(graph))
-        return graph_exec
+            self._ck(self.rt.cudaGraphDestroy(graph))
 
     def launch(self, graph_exec, stream) -> None:
         self._ck(self.rt.cudaGraphLaunch(graph_exec, stream))
@@ -144,6 +157,9 @@ class PyCuda:
 
     def stream(self):
         return self.drv.Stream()
+
+    def destroy_stream(self, stream) -> None:
+        pass  # pycuda frees a Stream when it is garbage-collected
 
     def malloc(self, nbytes: int) -> int:
         mem = self.drv.mem_alloc(max(nbytes, 1))

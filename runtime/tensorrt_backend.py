@@ -31,6 +31,17 @@ class EngineMismatch(KwmlpError):
     """The engine was built for another GPU or TensorRT version (or cannot load here at all)."""
 
 
+_LOGGER = None
+
+
+def trt_logger(trt):
+    """The process's one TensorRT logger: TensorRT warns when builders and runtimes get different ones."""
+    global _LOGGER
+    if _LOGGER is None:
+        _LOGGER = trt.Logger(trt.Logger.WARNING)
+    return _LOGGER
+
+
 def _tensorrt():
     try:
         import tensorrt as trt
@@ -50,9 +61,11 @@ class _Buffer:
 
     def ensure(self, nbytes: int) -> bool:
         """Make room for ``nbytes``; True when the addresses changed."""
-        if nbytes <= self.nbytes:
+        if self.nbytes and nbytes <= self.nbytes:
             return False
-        size = max(nbytes, 2 * self.nbytes)
+        # TensorRT needs a non-null address even for an empty tensor (e.g. 0 timestamps for a clip
+        # under 160 samples): allocate at least 256 bytes, which also keeps its alignment
+        size = max(nbytes, 2 * self.nbytes, 256)
         self.free()
         self.nbytes = size
         self.device = self.cuda.malloc(self.nbytes)
@@ -84,6 +97,7 @@ class _Worker:
         self.use_graphs = use_graphs and cuda.supports_graphs
         self.warm: set = set()
         self.graphs: dict = {}
+        self.key = None  # the (profile, shape) this context last ran
 
     def _drop_graphs(self) -> None:
         for g in self.graphs.values():
@@ -98,6 +112,11 @@ class _Worker:
     def _execute(self, key) -> None:
         if not self.use_graphs:
             return self._enqueue()
+        if key != self.key:
+            # a context's layer resources follow its last profile and shapes: a graph captured at
+            # another shape must not be replayed after them (TensorRT#3798), so one graph a context
+            self._drop_graphs()
+            self.key = key
         if key in self.graphs:
             return self.cuda.launch(self.graphs[key], self.stream)
         if key not in self.warm:  # a graph is captured only after one plain run at this shape
@@ -131,7 +150,8 @@ class _Worker:
                 raise KwmlpError(f"TensorRT left output {n} with an unresolved shape {shape}")
             shapes[n] = shape
             moved |= buf.ensure(int(np.prod(shape, dtype=np.int64)) * buf.dtype.itemsize)
-            ctx.set_tensor_address(n, buf.device)
+            if not ctx.set_tensor_address(n, buf.device):
+                raise KwmlpError(f"TensorRT rejected the device address of tensor {n}")
         if moved:
             self._drop_graphs()
         src = self.buffers[name]
@@ -154,6 +174,7 @@ class _Worker:
         self._drop_graphs()
         for buf in self.buffers.values():
             buf.free()
+        self.cuda.destroy_stream(self.stream)
 
 
 class TrtRunner:
@@ -183,8 +204,7 @@ class TrtRunner:
         if reason:
             raise EngineMismatch(f"{path} cannot run here: {reason}")
         self.trt, self.cuda_graph = trt, cuda_graph
-        self._logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(self._logger)  # outlives every engine deserialized from it
+        self._runtime = trt.Runtime(trt_logger(trt))  # outlives every engine deserialized from it
         with open(path, "rb") as f:
             self._plan = f.read()
         self._lock = threading.Lock()

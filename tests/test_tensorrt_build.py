@@ -87,7 +87,7 @@ class _Enum:
 
 
 def fake_tensorrt(strongly_typed: bool = True, fp16_flag: bool = True, plan: bytes | None = b"PLAN"):
-    calls = {"profiles": [], "flags": [], "network_flags": None, "precisions": {}}
+    calls = {"profiles": [], "flags": [], "cleared": [], "network_flags": None, "precisions": {}}
     float32, float16, int64 = "float32", "float16", "int64"
 
     class Tensor:
@@ -142,6 +142,9 @@ def fake_tensorrt(strongly_typed: bool = True, fp16_flag: bool = True, plan: byt
         def set_flag(self, flag):
             calls["flags"].append(flag)
 
+        def clear_flag(self, flag):
+            calls["cleared"].append(flag)
+
         def add_optimization_profile(self, p):
             calls["profiles"].append(p.shapes)
             return len(calls["profiles"]) - 1
@@ -181,7 +184,8 @@ def fake_tensorrt(strongly_typed: bool = True, fp16_flag: bool = True, plan: byt
             return True
 
     creation = {"STRONGLY_TYPED": 5} if strongly_typed else {}
-    builder_flags = {"FP16": "FP16", "OBEY_PRECISION_CONSTRAINTS": "OBEY"} if fp16_flag else {}
+    builder_flags = {"TF32": "TF32"}  # on by default in every TensorRT 10/11
+    builder_flags.update({"FP16": "FP16", "OBEY_PRECISION_CONSTRAINTS": "OBEY"} if fp16_flag else {})
     trt = types.SimpleNamespace(
         __version__="10.3.0", Logger=type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None}),
         Builder=Builder, OnnxParser=OnnxParser, NetworkDefinitionCreationFlag=_Enum(**creation),
@@ -218,6 +222,7 @@ def test_build_strongly_typed(onnx_file, tmp_path):
     trt, calls = fake_tensorrt()
     info = _build(onnx_file, tmp_path, trt, workspace_mib=512)
     assert calls["network_flags"] == 1 << 5 and calls["flags"] == []  # no FP16 flag on a strongly typed network
+    assert calls["cleared"] == ["TF32"]  # FP32 layers stay FP32, not TF32
     assert calls["workspace"] == 512 << 20
     assert [set(p) for p in calls["profiles"]] == [{"audio"}] * 3  # every input in every profile
     assert calls["profiles"][2]["audio"] == ((1, 1), (1, 960000), (1, 9600000))

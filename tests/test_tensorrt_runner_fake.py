@@ -68,6 +68,9 @@ class FakeCuda:
     def destroy_graph(self, graph):
         pass
 
+    def destroy_stream(self, stream):
+        pass
+
 
 def fake_tensorrt(profiles):
     import onnxruntime as ort
@@ -95,7 +98,10 @@ def fake_tensorrt(profiles):
             return self.e.session.run([name], {self.e.input: zeros})[0].shape
 
         def set_tensor_address(self, name, ptr):
+            if not ptr:  # TensorRT needs a non-null address, empty tensors included
+                return False
             self.addr[name] = ptr
+            return True
 
         def execute_async_v3(self, handle):
             n = int(np.prod(self.shape))
@@ -205,6 +211,29 @@ def test_cuda_graphs_are_captured_once_per_shape(fake_engine):
     assert (cuda.captures, cuda.launches) == (1, 3)
     graphs.embed(audio[:1])  # a new shape: warm-up again, no capture yet
     assert (cuda.captures, cuda.launches) == (1, 3)
+
+
+def test_cuda_graph_is_recaptured_after_another_shape(fake_engine):
+    # a context keeps one graph: replaying shape A's graph after running shape B would use B's state
+    from kwmlp.runtime import Embedder
+
+    engine, _, cuda = fake_engine
+    plain = Embedder(engine, backend="tensorrt")
+    graphs = Embedder(engine, backend="tensorrt", cuda_graph=True)
+    rng = np.random.default_rng(2)
+    a, b = rng.uniform(-0.5, 0.5, (2, 30000)).astype(np.float32), rng.uniform(-0.5, 0.5, (1, 40000)).astype(np.float32)
+    for x in (a, a, b, b, a, a):
+        np.testing.assert_array_equal(graphs.embed(x).scene_embeddings, plain.embed(x).scene_embeddings)
+    # each run of two: a plain warm-up, then a capture and its launch; never a replay across shapes
+    assert (cuda.captures, cuda.launches) == (3, 3)
+
+
+def test_empty_outputs_get_real_addresses(fake_engine):
+    from kwmlp.runtime import Embedder
+
+    engine, _, _ = fake_engine
+    r = Embedder(engine, backend="tensorrt").embed(np.zeros((2, 100), np.float32))  # 0 timestamps
+    assert r.timestamp_embeddings.shape == (2, 0, 64) and r.scene_embeddings.shape == (2, 1024)
 
 
 def test_a_worker_per_thread(fake_engine):
