@@ -5,6 +5,7 @@ Importing this package needs numpy and onnxruntime only (edge devices carry no t
 
 from kwmlp.dims import KEYWORDS
 from kwmlp.runtime.embedder import Embedder, EmbeddingResult
+from kwmlp.runtime.keywords import Detection, classify, spot, spot_stream
 from kwmlp.runtime.metadata import ModelInfo
 
-__all__ = ["Embedder", "EmbeddingResult", "KEYWORDS", "ModelInfo"]
+__all__ = ["Detection", "Embedder", "EmbeddingResult", "KEYWORDS", "ModelInfo", "classify", "spot", "spot_stream"]

@@ -162,12 +162,14 @@ def test_a_crash_in_the_decoder_is_raised_not_waited_for(random_exported, folder
         list(pipeline.embed_files(Embedder(random_exported()), jobs))
 
 
-def test_embed_runs_without_torch(random_exported, folder, tmp_path):
+def test_embed_classify_spot_run_without_torch(random_exported, folder, tmp_path):
     code = (
         "import sys; sys.modules['torch'] = None; from kwmlp.cli import main; "
-        f"rc = [main(['embed', {random_exported()!r}, {str(folder / 'a.wav')!r}, '-o', {str(tmp_path)!r}, '-q'])]; "
+        f"rc = [main(['embed', {random_exported()!r}, {str(folder / 'a.wav')!r}, '-o', {str(tmp_path)!r}, '-q']), "
+        f"main(['classify', {random_exported()!r}, {str(folder / 'a.wav')!r}]), "
+        f"main(['spot', {random_exported()!r}, {str(folder / 'b.flac')!r}, '--threshold', '0'])]; "
         "assert not any(m.startswith('torch') for m in sys.modules if sys.modules[m] is not None); sys.exit(max(rc))"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
     assert r.returncode == 0, r.stderr
-    assert (tmp_path / "a.npz").is_file()
+    assert (tmp_path / "a.npz").is_file() and "b.flac" in r.stdout
