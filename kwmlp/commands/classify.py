@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
+BATCH = 64  # files decoded and classified together
+
 
 def add_parser(sub):
     p = sub.add_parser("classify", help="the Speech Commands keyword of one-second clips",
@@ -21,26 +23,27 @@ def add_parser(sub):
 def run(args) -> int:
     from kwmlp import audio
     from kwmlp.errors import KwmlpError
-    from kwmlp.runtime import Embedder, classify
+    from kwmlp.runtime import KEYWORDS, Embedder, classify
 
+    if not 1 <= args.top_k <= len(KEYWORDS):
+        raise KwmlpError(f"--top-k must be in [1, {len(KEYWORDS)}], got {args.top_k}")
     files = [path for path, _ in audio.find_audio(args.files)]
-    clips, good, failed = [], [], []
-    for path in files:
-        try:
-            clips.append(audio.load(path))
-            good.append(path)
-        except KwmlpError as e:
-            failed.append((path, str(e)))
     embedder = Embedder(args.model)
-    tops = classify(embedder, clips, args.top_k) if clips else []
+    rows, failed = [], 0
+    for start in range(0, len(files), BATCH):  # a batch of files in memory at a time
+        clips, good = [], []
+        for path in files[start : start + BATCH]:
+            try:
+                clips.append(audio.load(path))
+                good.append(path)
+            except KwmlpError as e:
+                failed += 1
+                rows.append({"file": path, "error": str(e)})
+                print(f"kwmlp classify: error: {e}", file=sys.stderr)
+        for path, top in zip(good, classify(embedder, clips, args.top_k) if clips else []):
+            rows.append({"file": path, "top": [{"label": l, "probability": round(p, 6)} for l, p in top]})
+            if not args.json:
+                print(f"{path}  " + "  ".join(f"{l} {p:.3f}" for l, p in top))
     if args.json:
-        rows = [{"file": f, "top": [{"label": l, "probability": round(p, 6)} for l, p in t]} for f, t in zip(good, tops)]
-        rows += [{"file": f, "error": e} for f, e in failed]
         print(json.dumps(rows, indent=2))
-    else:
-        width = max(len(f) for f in good) if good else 0
-        for f, t in zip(good, tops):
-            print(f"{f:<{width}}  " + "  ".join(f"{l} {p:.3f}" for l, p in t))
-    for _, e in failed:
-        print(f"kwmlp classify: error: {e}", file=sys.stderr)
     return 1 if failed else 0
