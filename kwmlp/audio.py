@@ -81,6 +81,14 @@ def _open(path: str):
         raise _unreadable(path, e) from e
 
 
+def _mono(x: np.ndarray, path: str) -> np.ndarray:
+    """``(frames, channels)`` -> ``(frames,)`` by averaging, checked finite."""
+    mono = x.mean(axis=1, dtype=np.float32) if x.shape[1] > 1 else x[:, 0]
+    if not np.isfinite(mono).all():
+        raise KwmlpError(f"{path}: the audio contains NaN or Inf samples")
+    return mono
+
+
 def info(path: str | os.PathLike) -> AudioInfo:
     """The header of an audio file; :class:`KwmlpError` naming the file if it cannot be read."""
     path = os.fspath(path)
@@ -105,10 +113,8 @@ def read_blocks(path: str | os.PathLike, block_seconds: float = BLOCK_SECONDS) -
             while True:
                 x = f.read(block, dtype="float32", always_2d=True)
                 last = len(x) < block
-                mono = x.mean(axis=1, dtype=np.float32) if x.shape[1] > 1 else x[:, 0]
+                mono = _mono(x, path)
                 total += len(mono)
-                if not np.isfinite(mono).all():
-                    raise KwmlpError(f"{path}: the audio contains NaN or Inf samples")
                 out = mono if stream is None else stream.resample_chunk(mono, last=last)
                 if len(out):
                     yield np.ascontiguousarray(out, dtype=np.float32)
@@ -133,9 +139,7 @@ def load(path: str | os.PathLike) -> np.ndarray:
             raise _unreadable(path, e) from e
     if len(x) == 0:
         raise KwmlpError(f"{path}: the file has no audio samples")
-    mono = x.mean(axis=1, dtype=np.float32) if x.shape[1] > 1 else x[:, 0]
-    if not np.isfinite(mono).all():
-        raise KwmlpError(f"{path}: the audio contains NaN or Inf samples")
+    mono = _mono(x, path)
     if rate != SAMPLE_RATE:
         mono = _soxr().resample(mono, rate, SAMPLE_RATE, quality=QUALITY)
     return np.ascontiguousarray(mono, dtype=np.float32)
