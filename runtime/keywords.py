@@ -176,6 +176,20 @@ def spot(
     return spot_stream(embedder, [audio], window, hop, threshold, mode, batch_size)
 
 
+def merge(detections: list[Detection]) -> list[Detection]:
+    """Join overlapping or touching windows of the same keyword (time order in and out) into one
+    detection each: from the first start to the last end, the highest confidence, their count as votes."""
+    out: list[Detection] = []
+    for d in detections:
+        last = out[-1] if out else None
+        if last is not None and last.index == d.index and d.start_s <= last.end_s:
+            out[-1] = Detection(d.label, d.index, max(last.confidence, d.confidence), last.start_s,
+                                max(last.end_s, d.end_s), last.votes + d.votes)
+        else:
+            out.append(d)
+    return out
+
+
 def aggregate(detections: list[Detection], mode: str) -> list[Detection]:
     """Window detections (time order) -> what ``mode`` returns (see :func:`spot`)."""
     if not detections or mode == "multi":

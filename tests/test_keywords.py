@@ -13,7 +13,7 @@ from conftest import KEYWORDS_DIR
 from kwmlp import audio
 from kwmlp.cli import main
 from kwmlp.runtime import KEYWORDS, Detection, Embedder, classify, spot, spot_stream
-from kwmlp.runtime.keywords import aggregate, one_second
+from kwmlp.runtime.keywords import aggregate, merge, one_second
 
 SENTENCE = ["yes", "stop", "seven", "left"]
 
@@ -108,6 +108,8 @@ def test_spot_finds_the_words_in_order(embedder, sentence):
 
     [best] = spot(embedder, x, mode="max")
     assert best == max(found, key=lambda d: d.confidence)
+    merged = merge(found)
+    assert [m.label for m in merged] == SENTENCE and sum(m.votes for m in merged) == len(found)
     [vote] = spot(embedder, x, mode="n_voting")
     counts = {w: sum(d.label == w for d in found) for w in SENTENCE}
     assert vote.label == max(counts, key=lambda w: (counts[w], -KEYWORDS.index(w))) and vote.votes == counts[vote.label]
@@ -142,6 +144,11 @@ def test_aggregate_modes():
     # a tie of two votes each: the earlier class in KEYWORDS wins ("no" < "yes"), as np.bincount().argmax()
     assert aggregate(found, "n_voting") == [Detection("no", KEYWORDS.index("no"), 0.95, 0.25, 4.0, votes=2)]
     assert aggregate([], "max") == []
+    assert merge(found) == [Detection("yes", 33, 0.9, 0, 1), Detection("no", 18, 0.95, 0.25, 1.25),
+                            Detection("yes", 33, 0.91, 0.5, 1.5), Detection("no", 18, 0.9, 3.0, 4.0)]
+    runs = [d("yes", 0.9, 0), d("yes", 0.95, 0.25), d("yes", 0.91, 1.0), d("no", 0.9, 3.0), d("no", 0.99, 4.5)]
+    assert merge(runs) == [Detection("yes", 33, 0.95, 0, 2.0, votes=3), Detection("no", 18, 0.9, 3.0, 4.0),
+                           Detection("no", 18, 0.99, 4.5, 5.5)]
 
 
 @pytest.mark.parametrize(

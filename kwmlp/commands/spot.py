@@ -20,6 +20,8 @@ def add_parser(sub):
     p.add_argument("--hop", type=float, default=0.25, help="hop between windows in seconds (default 0.25)")
     p.add_argument("--threshold", type=float, default=0.85, help="minimum probability (default 0.85)")
     p.add_argument("--mode", choices=MODES, default="multi", help="what to report (default multi)")
+    p.add_argument("--merge", action="store_true",
+                   help="with --mode multi: join overlapping windows of the same keyword into one detection")
     p.add_argument("--batch-size", type=int, default=64, help="windows per model run (default 64)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=run)
@@ -32,7 +34,7 @@ def run(args) -> int:
     from kwmlp import audio
     from kwmlp.errors import KwmlpError
     from kwmlp.runtime import Embedder
-    from kwmlp.runtime.keywords import check_options, spot_stream
+    from kwmlp.runtime.keywords import check_options, merge, spot_stream
 
     check_options(args.window, args.hop, args.threshold, args.mode)  # before any file is read
     if args.batch_size < 1:
@@ -43,6 +45,7 @@ def run(args) -> int:
         try:
             found = spot_stream(embedder, audio.read_blocks(path), args.window, args.hop, args.threshold,
                                 args.mode, args.batch_size)
+            found = merge(found) if args.merge and args.mode == "multi" else found
         except KwmlpError as e:
             failed += 1
             print(f"kwmlp spot: error: {e}", file=sys.stderr)
@@ -52,7 +55,7 @@ def run(args) -> int:
             if not found:
                 print(f"{path}: no keyword above {args.threshold}")
             for d in found:
-                votes = f"  ({d.votes} windows)" if args.mode == "n_voting" else ""
+                votes = f"  ({d.votes} windows)" if d.votes > 1 or args.mode == "n_voting" else ""
                 print(f"{path}  {d.start_s:8.2f} - {d.end_s:8.2f} s  {d.label:<8} {d.confidence:.3f}{votes}")
     if args.json:
         print(json.dumps(rows, indent=2))
