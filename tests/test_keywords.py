@@ -157,6 +157,7 @@ def test_aggregate_modes():
         (["--mode", "best"], "invalid choice"),
         (["--threshold", "1.5"], "threshold must be in [0, 1)"),
         (["--hop", "0"], "window and hop must be positive"),
+        (["--mode", "max", "--merge"], "--merge joins the windows of --mode multi"),
     ],
 )
 def test_spot_user_errors(random_exported, args, match, tmp_path):

@@ -37,6 +37,8 @@ def run(args) -> int:
     from kwmlp.runtime.keywords import check_options, merge, spot_stream
 
     check_options(args.window, args.hop, args.threshold, args.mode)  # before any file is read
+    if args.merge and args.mode != "multi":
+        raise KwmlpError(f"--merge joins the windows of --mode multi; --mode {args.mode} reports one detection")
     if args.batch_size < 1:
         raise KwmlpError(f"--batch-size must be at least 1, got {args.batch_size}")
     embedder = Embedder(args.model)
@@ -45,7 +47,7 @@ def run(args) -> int:
         try:
             found = spot_stream(embedder, audio.read_blocks(path), args.window, args.hop, args.threshold,
                                 args.mode, args.batch_size)
-            found = merge(found) if args.merge and args.mode == "multi" else found
+            found = merge(found) if args.merge else found
         except KwmlpError as e:
             failed += 1
             print(f"kwmlp spot: error: {e}", file=sys.stderr)
