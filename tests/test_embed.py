@@ -1,5 +1,6 @@
 """``kwmlp embed``: files and folders to one output per input, broken files reported, resumable."""
 
+import logging
 import os
 import subprocess
 import sys
@@ -77,6 +78,7 @@ def test_skip_existing_and_npy_format(random_exported, folder, tmp_path, capsys)
     out = tmp_path / "out"
     files = [folder / "a.wav", folder / "sub" / "c.ogg"]
     assert main(["embed", random_exported(), *map(str, files), "-o", str(out), "--format", "npy", "-q"]) == 0
+    assert logging.getLogger("kwmlp").level == logging.NOTSET  # -q does not outlive the command
     fields = sorted(f + ".npy" for f in pipeline.FIELDS)
     assert sorted(os.listdir(out / "a")) == fields and sorted(os.listdir(out / "c")) == fields
     marker = out / "a" / "scene_embedding.npy"

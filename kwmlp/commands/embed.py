@@ -28,14 +28,23 @@ def add_parser(sub):
 def run(args) -> int:
     import logging
 
+    logger = logging.getLogger("kwmlp")
+    level = logger.level
+    if args.quiet:
+        logger.setLevel(logging.WARNING)
+    try:
+        return _embed(args)
+    finally:
+        logger.setLevel(level)  # main() may be called again in this process
+
+
+def _embed(args) -> int:
     from kwmlp.errors import KwmlpError
     from kwmlp.pipeline import Progress, embed_files, plan
     from kwmlp.runtime import Embedder
 
     if args.batch_size < 1:
         raise KwmlpError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if args.quiet:
-        logging.getLogger("kwmlp").setLevel(logging.WARNING)
     jobs = plan(args.inputs, args.output, args.format)
     if not jobs:
         raise KwmlpError(f"no audio files found in {', '.join(args.inputs)}")
@@ -46,7 +55,10 @@ def run(args) -> int:
         progress.add(outcome)
         if outcome.error:
             msg = f"kwmlp embed: error: {outcome.error}"
-            bar.write(msg, file=sys.stderr) if bar else print(msg, file=sys.stderr)
+            if bar:
+                bar.write(msg, file=sys.stderr)  # above the bar, which stays at the bottom
+            else:
+                print(msg, file=sys.stderr)
         if bar:
             bar.update(1)
             bar.set_postfix_str(progress.postfix())
