@@ -17,7 +17,7 @@ from typing import Iterator
 import numpy as np
 
 from kwmlp import audio
-from kwmlp.dims import num_chunks
+from kwmlp.dims import SAMPLE_RATE, num_chunks
 from kwmlp.errors import KwmlpError
 from kwmlp.fileio import atomic_path
 
@@ -25,6 +25,7 @@ FORMATS = ("npz", "npy")
 FIELDS = ("timestamp_embeddings", "timestamps", "scene_embedding", "sample_rate_in", "duration_s")
 BATCH_MAX_SECONDS = 60.0  # longer clips are embedded block by block instead of batched
 QUEUE_BLOCKS = 8  # decoded blocks held at most between the decoder and the model
+PENDING_MAX_SECONDS = 600.0  # audio waiting in partly filled batches (38 MB) before they all run
 
 
 @dataclass(frozen=True)
@@ -126,18 +127,24 @@ class _Batcher:
         self.embedder = embedder
         self.batch_size = max(1, batch_size)
         self.groups: dict[int, list[tuple[_Decoded, np.ndarray]]] = {}
+        self.pending = 0  # samples in self.groups
 
     def add(self, item: _Decoded, clip: np.ndarray) -> Iterator[Outcome]:
-        group = self.groups.setdefault(num_chunks(len(clip)), [])
+        key = num_chunks(len(clip))
+        group = self.groups.setdefault(key, [])
         group.append((item, clip))
+        self.pending += len(clip)
         if len(group) >= self.batch_size:
+            del self.groups[key]
+            self.pending -= sum(len(c) for _, c in group)
             yield from self._run(group)
-            group.clear()
+        if self.pending > PENDING_MAX_SECONDS * SAMPLE_RATE:  # many lengths, few of each: bound the memory
+            yield from self.flush()
 
     def flush(self) -> Iterator[Outcome]:
-        for group in self.groups.values():
+        groups, self.groups, self.pending = self.groups, {}, 0
+        for group in groups.values():
             yield from self._run(group)
-        self.groups.clear()
 
     def _run(self, group) -> Iterator[Outcome]:
         try:

@@ -112,7 +112,10 @@ def test_long_file_streamed_in_blocks_equals_whole(random_exported, tmp_path, mo
         assert max_abs(z["scene_embedding"], whole.scene_embeddings) <= 1e-5
 
 
-def test_batch_size_does_not_change_results(random_exported, folder, tmp_path):
+@pytest.mark.parametrize("pending", [None, 1.0])  # 1.0: partly filled batches run as soon as they hold 1 s
+def test_batch_size_does_not_change_results(random_exported, folder, tmp_path, monkeypatch, pending):
+    if pending:
+        monkeypatch.setattr(pipeline, "PENDING_MAX_SECONDS", pending)
     outs = []
     for bs in (1, 16):
         out = tmp_path / f"out{bs}"
@@ -175,3 +178,21 @@ def test_embed_classify_spot_run_without_torch(random_exported, folder, tmp_path
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "a.npz").is_file() and "b.flac" in r.stdout
+
+
+def test_partly_filled_batches_are_bounded(monkeypatch):
+    monkeypatch.setattr(pipeline, "PENDING_MAX_SECONDS", 3.0)
+    monkeypatch.setattr(pipeline, "_finish", lambda item, r: pipeline.Outcome(item.job))
+    calls = []
+
+    class CountingEmbedder:
+        def embed(self, clips):
+            calls.append([len(c) for c in clips])
+            return [None] * len(clips)
+
+    b = pipeline._Batcher(CountingEmbedder(), batch_size=2)
+    item = pipeline._Decoded(pipeline.Job("in.wav", "out.npz"))
+    for n in (16000, 16500, 40000, 16000, 70000):
+        list(b.add(item, np.zeros(n, np.float32)))
+    # 2 clips of 2 chunks fill a batch; 40000 + 16000 samples pass 3 s pending; 70000 alone too
+    assert calls == [[16000, 16500], [40000], [16000], [70000]] and b.pending == 0 and not b.groups
