@@ -8,4 +8,6 @@ from kwmlp.runtime.embedder import Embedder, EmbeddingResult
 from kwmlp.runtime.keywords import Detection, classify, merge, spot, spot_stream
 from kwmlp.runtime.metadata import ModelInfo
 
-__all__ = ["Detection", "Embedder", "EmbeddingResult", "KEYWORDS", "ModelInfo", "classify", "merge", "spot", "spot_stream"]
+__all__ = [
+    "Detection", "Embedder", "EmbeddingResult", "KEYWORDS", "ModelInfo", "classify", "merge", "spot", "spot_stream",
+]

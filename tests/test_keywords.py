@@ -164,3 +164,11 @@ def test_spot_user_errors(random_exported, args, match, tmp_path):
     r = subprocess.run([sys.executable, "-m", "kwmlp", "spot", random_exported(), "x.wav", *args],
                        capture_output=True, text=True)
     assert r.returncode in (1, 2) and "Traceback" not in r.stderr and match in r.stderr, r.stderr
+
+
+def test_classify_missing_model_is_one_line(tmp_path):
+    clip = keyword_files()[0]
+    r = subprocess.run([sys.executable, "-m", "kwmlp", "classify", str(tmp_path / "none.onnx"), str(clip)],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.strip() == f"kwmlp classify: error: model file {tmp_path / 'none.onnx'} does not exist"
