@@ -40,21 +40,45 @@ def halvings_for(max_seconds: float) -> int:
 
 
 # --- front end ---------------------------------------------------------------------------
+#
+# The encoder runs frames-major: activations are (98 frames, N chunks, channels). Channel
+# projections then see one (98 N, C) matrix, and the temporal projection over frames is one
+# (98, 98) @ (98, N C) product instead of N small ones.
+
+def _frames(b: GraphBuilder, chunks: str) -> str:
+    """``chunks (N, 16000) -> frames (98, N, 480)``: frame t is segments t, t+1, t+2 of 160 samples."""
+    n_seg = CHUNK_SAMPLES // HOP_LENGTH
+    seg = b.op("Reshape", [chunks, b.const([0, n_seg, HOP_LENGTH])], name="segments")
+    seg = b.op("Transpose", [seg], name="segments_first", perm=[1, 0, 2])  # (100, N, 160)
+    per = N_FFT // HOP_LENGTH  # 3 segments a frame
+    n_frames = n_seg - per + 1
+    parts = [b.op("Slice", [seg, b.const([k]), b.const([k + n_frames]), b.const([0])]) for k in range(per)]
+    return b.op("Concat", parts, name="frames", axis=-1)
+
 
 def _log_mel(b: GraphBuilder, chunks: str) -> str:
-    """``chunks (N, 16000) -> log-mel (N, 40, 98)`` in dB, clamped at each chunk's max - 80 dB."""
+    """``chunks (N, 16000) -> log-mel (98, N, 40)`` in dB, clamped at each chunk's max - 80 dB."""
+    x = _frames(b, chunks)
+    half = N_FFT // 2
+    # The periodic Hann window is symmetric (w[n] = w[480 - n]), so the cosine kernels are even and
+    # the sine kernels odd about n = 240: fold each frame first, x[n] +- x[480 - n], and the DFT
+    # costs two 240-point products instead of one 480-point one (half the STFT's FLOPs).
+    rev = b.op("Slice", [x, b.const([N_FFT - 1]), b.const([half]), b.const([2]), b.const([-1])], name="frames_rev")
+    head = b.op("Slice", [x, b.const([0]), b.const([half + 1]), b.const([2])])  # x[0..240]
+    even = b.op("Add", [head, b.op("Pad", [rev, b.const([0, 0, 1, 0, 0, 1])])], name="frames_even")
+    odd = b.op("Sub", [b.op("Slice", [x, b.const([1]), b.const([half]), b.const([2])]), rev], name="frames_odd")
     cos, sin = filters.dft_kernels()
-    # bins 0 and 240 have an all-zero sine kernel: drop them, 480 kernels in all
-    kernels = np.concatenate([cos, sin[1 : N_BINS - 1]])[:, None, :]
+    re = b.op("MatMul", [even, b.weight(cos[:, : half + 1].T, "stft_cos")], name="stft_re")  # (98, N, 241)
+    # bins 0 and 240 have an all-zero sine kernel: 239 bins
+    im = b.op("MatMul", [odd, b.weight(sin[1 : N_BINS - 1, 1:half].T, "stft_sin")], name="stft_im")
     mel = filters.mel_filterbank()
-    mel_ext = np.concatenate([mel, mel[:, 1 : N_BINS - 1]], axis=1)  # power = re^2 + im^2 folded into the mel matrix
-    x = b.op("Unsqueeze", [chunks, b.const([1])], name="chunks_1ch")
-    y = b.op("Conv", [x, b.weight(kernels, "stft_kernels")], name="stft", strides=[HOP_LENGTH], kernel_shape=[N_FFT])
-    power = b.op("Mul", [y, y], name="stft_square")
-    m = b.op("MatMul", [b.weight(mel_ext, "mel_filters"), power], name="mel")
+    # power = re^2 + im^2, folded into the mel matrix: one product over [re^2, im^2]
+    power = b.op("Concat", [b.op("Mul", [re, re]), b.op("Mul", [im, im])], name="stft_power", axis=-1)
+    mel_ext = np.concatenate([mel, mel[:, 1 : N_BINS - 1]], axis=1)
+    m = b.op("MatMul", [power, b.weight(mel_ext.T, "mel_filters")], name="mel")
     m = b.op("Max", [m, b.const(AMIN, np.float32)], name="mel_floor")
     db = b.op("Mul", [b.op("Log", [m]), b.const(10.0 / math.log(10.0), np.float32)], name="mel_db")
-    peak = b.op("ReduceMax", [db], name="chunk_peak_db", axes=[1, 2], keepdims=1)
+    peak = b.op("ReduceMax", [db], name="chunk_peak_db", axes=[0, 2], keepdims=1)
     return b.op("Max", [db, b.op("Sub", [peak, b.const(TOP_DB, np.float32)])], name="log_mel")
 
 
@@ -77,12 +101,20 @@ def _layer_norm(b: GraphBuilder, x: str, scale: np.ndarray, bias: np.ndarray, na
     )
 
 
+def _temporal(b: GraphBuilder, g: str, w: np.ndarray, bias: np.ndarray, name: str) -> str:
+    """``G @ g + bias`` over frames, for all chunks at once: ``(98, N, C) -> (98, N, C)``."""
+    n_frames = w.shape[0]
+    flat = b.op("Reshape", [g, b.const([n_frames, -1])], name=f"{name}.flat")  # (98, N C)
+    y = b.op("MatMul", [b.weight(w, f"{name}.weight"), flat], name=f"{name}.matmul")
+    y = b.op("Reshape", [y, b.op("Shape", [g])], name=f"{name}.unflat")
+    return b.op("Add", [y, b.weight(bias[:, None, None], f"{name}.bias")], name=name)
+
+
 def _encoder(b: GraphBuilder, log_mel: str, w: dict[str, np.ndarray], depth: int) -> list[str]:
-    """``log-mel (N, 40, 98) ->`` the output ``(N, 98, 64)`` of each of the first ``depth`` blocks."""
-    frames = b.op("Transpose", [log_mel], name="frames_first", perm=[0, 2, 1])
+    """``log-mel (98, N, 40) ->`` the output ``(98, N, 64)`` (frames-major) of each of the first ``depth`` blocks."""
     # mfcc^T W^T = log_mel^T (W D)^T: the DCT folds into the frequency projection
     pe = w["to_patch_embed.1.weight"].astype(np.float64) @ filters.dct_matrix()
-    x = _linear(b, frames, pe, w["to_patch_embed.1.bias"], "patch_embed")
+    x = _linear(b, log_mel, pe, w["to_patch_embed.1.bias"], "patch_embed")
     outputs = []
     for i in range(depth):
         p = f"layers.{i}.fn."
@@ -92,16 +124,17 @@ def _encoder(b: GraphBuilder, log_mel: str, w: dict[str, np.ndarray], depth: int
         u = _gelu(b, _linear(b, x, w_in[:half], b_in[:half], f"block{i}.proj_u"), f"block{i}.u")
         g = _gelu(b, _linear(b, x, w_in[half:], b_in[half:], f"block{i}.proj_g"), f"block{i}.g")
         g = _layer_norm(b, g, w[p + "fn.sgu.norm.weight"], w[p + "fn.sgu.norm.bias"], f"block{i}.gate_norm")
-        g = b.op("MatMul", [b.weight(w[p + "fn.sgu.proj.weight"][:, :, 0], f"block{i}.temporal.weight"), g],
-                 name=f"block{i}.temporal.matmul")
-        g = b.op("Add", [g, b.weight(w[p + "fn.sgu.proj.bias"][:, None], f"block{i}.temporal.bias")],
-                 name=f"block{i}.temporal")
+        g = _temporal(b, g, w[p + "fn.sgu.proj.weight"][:, :, 0], w[p + "fn.sgu.proj.bias"], f"block{i}.temporal")
         y = _linear(b, b.op("Mul", [u, g], name=f"block{i}.gated"), w[p + "fn.proj_out.weight"],
                     w[p + "fn.proj_out.bias"], f"block{i}.proj_out")
         y = _layer_norm(b, y, w[p + "norm.weight"], w[p + "norm.bias"], f"block{i}.post_norm")
         x = b.op("Add", [x, y], name=f"block{i}")
         outputs.append(x)
     return outputs
+
+
+def _chunks_first(b: GraphBuilder, x: str, name: str) -> str:
+    return b.op("Transpose", [x], name=name, perm=[1, 0, 2])  # (98, N, d) -> (N, 98, d)
 
 
 def _embedding_norm(b: GraphBuilder, x: str, dim: int, name: str = "embedding_norm") -> str:
@@ -198,7 +231,7 @@ def embedding_graph(
     chunks = b.op("Reshape", [padded, b.const([-1, CHUNK_SAMPLES])], name="chunks")
 
     x = _encoder(b, _log_mel(b, chunks), weights, dims.embed_depth)[-1]
-    x = _embedding_norm(b, x, dims.dim)
+    x = _chunks_first(b, _embedding_norm(b, x, dims.dim), "chunk_frames")
 
     # chunk compensation: replicate one frame at each end, join chunks, drop the clip's ends
     first = b.op("Slice", [x, b.const([0]), b.const([1]), b.const([1])])
@@ -235,9 +268,9 @@ def keyword_graph(weights: dict[str, np.ndarray], dims: ModelDims) -> onnx.Graph
     b = GraphBuilder()
     blocks = _encoder(b, _log_mel(b, WINDOWS), weights, dims.depth)
     x = _layer_norm(b, blocks[-1], weights["to_logits.0.weight"], weights["to_logits.0.bias"], "head.norm")
-    x = b.op("ReduceMean", [x], name="head.mean", axes=[1], keepdims=0)
+    x = b.op("ReduceMean", [x], name="head.mean", axes=[0], keepdims=0)  # over frames
     _linear(b, x, weights["to_logits.2.weight"], weights["to_logits.2.bias"], KEYWORD_OUTPUTS[0])
-    _embedding_norm(b, blocks[dims.embed_depth - 1], dims.dim, KEYWORD_OUTPUTS[1])
+    _chunks_first(b, _embedding_norm(b, blocks[dims.embed_depth - 1], dims.dim), KEYWORD_OUTPUTS[1])
     return helper.make_graph(
         b.nodes, "kwmlp_keywords",
         [value_info(WINDOWS, FLOAT, ["windows", CHUNK_SAMPLES])],
