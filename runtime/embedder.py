@@ -21,6 +21,9 @@ BACKENDS = ("auto", "onnxruntime", "onnxruntime-cpu")
 DEVICES = ("auto", "cpu")
 _EMBEDDING_IO = ({"audio"}, {"timestamp_embeddings", "timestamps", "scene_embeddings"})
 _KEYWORD_IO = ({"windows"}, {"keyword_logits", "chunk_embeddings"})
+# Longer clips go block by block: one whole-graph run keeps every chunk's activations at once
+# (a 10-minute clip would take about 1 GB), blocks keep the memory bounded and equal results.
+DEFAULT_BLOCK_SECONDS = 64
 
 
 @dataclass
@@ -56,8 +59,8 @@ class Embedder:
         Intra-op threads for ONNX Runtime on the CPU (default: physical cores).
     block_seconds : int, optional
         Embed clips longer than this in blocks of this many seconds, in bounded memory, with
-        results equal to the whole clip at once. Default: only clips longer than the model's
-        ``max_seconds`` (the scene range its graph covers) go block by block.
+        results equal to the whole clip at once. Default: 64 s (or the model's ``max_seconds``,
+        the scene range its graph covers, when that is shorter).
 
     ``embed`` and ``keyword_logits`` are thread-safe.
     """
@@ -115,7 +118,7 @@ class Embedder:
 
     def _embed_batch(self, x: np.ndarray) -> EmbeddingResult:
         seconds = x.shape[1] / CHUNK_SAMPLES
-        limit = self.block_seconds or self.info.max_seconds
+        limit = self.block_seconds or min(DEFAULT_BLOCK_SECONDS, self.info.max_seconds)
         if seconds > limit:
             return _stack([self._embed_blocks(row) for row in x])
         out = self._runner.run({"audio": x})
@@ -123,7 +126,7 @@ class Embedder:
 
     def _embed_blocks(self, clip: np.ndarray) -> EmbeddingResult:
         stream = self.stream()
-        step = (self.block_seconds or 64) * CHUNK_SAMPLES
+        step = (self.block_seconds or DEFAULT_BLOCK_SECONDS) * CHUNK_SAMPLES
         for start in range(0, len(clip), step):
             stream.feed(clip[start : start + step])
         return stream.finish()
@@ -132,7 +135,7 @@ class Embedder:
         """A :class:`~kwmlp.runtime.blocks.ClipStream` for one clip that arrives in pieces
         (e.g. read from a long file): ``s.feed(samples)`` repeatedly, then ``s.finish()``.
         Memory stays bounded by the block size plus 25 KB per second of audio."""
-        return ClipStream(self.chunk_embeddings_unchecked, self.info.scene, self.block_seconds or 64)
+        return ClipStream(self.chunk_embeddings_unchecked, self.info.scene, self.block_seconds or DEFAULT_BLOCK_SECONDS)
 
     def _embed_list(self, clips) -> list[EmbeddingResult]:
         # Clips that occupy the same number of one-second chunks form one batch: zero-padding a
