@@ -102,19 +102,23 @@ def _layer_norm(b: GraphBuilder, x: str, scale: np.ndarray, bias: np.ndarray, na
 
 
 def _temporal(b: GraphBuilder, g: str, w: np.ndarray, bias: np.ndarray, name: str) -> str:
-    """``G @ g + bias`` over frames, for all chunks at once: ``(98, N, C) -> (98, N, C)``."""
-    n_frames = w.shape[0]
+    """``G @ g + bias`` over frames, for all chunks at once: ``(98 N, C) -> (98 N, C)``."""
+    n_frames, ch = w.shape[0], b.op("Gather", [b.op("Shape", [g]), b.const([1])], axis=0)
     flat = b.op("Reshape", [g, b.const([n_frames, -1])], name=f"{name}.flat")  # (98, N C)
     y = b.op("MatMul", [b.weight(w, f"{name}.weight"), flat], name=f"{name}.matmul")
-    y = b.op("Reshape", [y, b.op("Shape", [g])], name=f"{name}.unflat")
-    return b.op("Add", [y, b.weight(bias[:, None, None], f"{name}.bias")], name=name)
+    y = b.op("Add", [y, b.weight(bias[:, None], f"{name}.bias")], name=f"{name}.biased")
+    return b.op("Reshape", [y, b.op("Concat", [b.const([-1]), ch], axis=0)], name=name)
 
 
 def _encoder(b: GraphBuilder, log_mel: str, w: dict[str, np.ndarray], depth: int) -> list[str]:
     """``log-mel (98, N, 40) ->`` the output ``(98, N, 64)`` (frames-major) of each of the first ``depth`` blocks."""
     # mfcc^T W^T = log_mel^T (W D)^T: the DCT folds into the frequency projection
     pe = w["to_patch_embed.1.weight"].astype(np.float64) @ filters.dct_matrix()
-    x = _linear(b, log_mel, pe, w["to_patch_embed.1.bias"], "patch_embed")
+    # 2-D (98 N, C) inside: ONNX Runtime fuses a 2-D MatMul and its bias into one Gemm
+    rows = b.op("Reshape", [log_mel, b.const([-1, pe.shape[1]])], name="log_mel_rows")
+    x = _linear(b, rows, pe, w["to_patch_embed.1.bias"], "patch_embed")
+    blocks = b.op("Concat", [b.op("Shape", [log_mel], end=2), b.const([w["to_patch_embed.1.bias"].shape[0]])],
+                  axis=0, name="blocks_shape")
     outputs = []
     for i in range(depth):
         p = f"layers.{i}.fn."
@@ -129,7 +133,7 @@ def _encoder(b: GraphBuilder, log_mel: str, w: dict[str, np.ndarray], depth: int
                     w[p + "fn.proj_out.bias"], f"block{i}.proj_out")
         y = _layer_norm(b, y, w[p + "norm.weight"], w[p + "norm.bias"], f"block{i}.post_norm")
         x = b.op("Add", [x, y], name=f"block{i}")
-        outputs.append(x)
+        outputs.append(b.op("Reshape", [x, blocks], name=f"block{i}.frames_major"))
     return outputs
 
 
