@@ -40,24 +40,19 @@ def halvings_for(max_seconds: float) -> int:
 
 
 # --- front end ---------------------------------------------------------------------------
-#
-# The encoder runs frames-major: activations are (98 frames, N chunks, channels). Channel
-# projections then see one (98 N, C) matrix, and the temporal projection over frames is one
-# (98, 98) @ (98, N C) product instead of N small ones.
 
 def _frames(b: GraphBuilder, chunks: str) -> str:
-    """``chunks (N, 16000) -> frames (98, N, 480)``: frame t is segments t, t+1, t+2 of 160 samples."""
+    """``chunks (N, 16000) -> frames (N, 98, 480)``: frame t is segments t, t+1, t+2 of 160 samples."""
     n_seg = CHUNK_SAMPLES // HOP_LENGTH
-    seg = b.op("Reshape", [chunks, b.const([0, n_seg, HOP_LENGTH])], name="segments")
-    seg = b.op("Transpose", [seg], name="segments_first", perm=[1, 0, 2])  # (100, N, 160)
+    seg = b.op("Reshape", [chunks, b.const([0, n_seg, HOP_LENGTH])], name="segments")  # (N, 100, 160)
     per = N_FFT // HOP_LENGTH  # 3 segments a frame
     n_frames = n_seg - per + 1
-    parts = [b.op("Slice", [seg, b.const([k]), b.const([k + n_frames]), b.const([0])]) for k in range(per)]
+    parts = [b.op("Slice", [seg, b.const([k]), b.const([k + n_frames]), b.const([1])]) for k in range(per)]
     return b.op("Concat", parts, name="frames", axis=-1)
 
 
 def _log_mel(b: GraphBuilder, chunks: str) -> str:
-    """``chunks (N, 16000) -> log-mel (98, N, 40)`` in dB, clamped at each chunk's max - 80 dB."""
+    """``chunks (N, 16000) -> log-mel (N, 98, 40)`` in dB, clamped at each chunk's max - 80 dB."""
     x = _frames(b, chunks)
     half = N_FFT // 2
     # The periodic Hann window is symmetric (w[n] = w[480 - n]), so the cosine kernels are even and
@@ -68,7 +63,7 @@ def _log_mel(b: GraphBuilder, chunks: str) -> str:
     even = b.op("Add", [head, b.op("Pad", [rev, b.const([0, 0, 1, 0, 0, 1])])], name="frames_even")
     odd = b.op("Sub", [b.op("Slice", [x, b.const([1]), b.const([half]), b.const([2])]), rev], name="frames_odd")
     cos, sin = filters.dft_kernels()
-    re = b.op("MatMul", [even, b.weight(cos[:, : half + 1].T, "stft_cos")], name="stft_re")  # (98, N, 241)
+    re = b.op("MatMul", [even, b.weight(cos[:, : half + 1].T, "stft_cos")], name="stft_re")  # (N, 98, 241)
     # bins 0 and 240 have an all-zero sine kernel: 239 bins
     im = b.op("MatMul", [odd, b.weight(sin[1 : N_BINS - 1, 1:half].T, "stft_sin")], name="stft_im")
     mel = filters.mel_filterbank()
@@ -78,7 +73,7 @@ def _log_mel(b: GraphBuilder, chunks: str) -> str:
     m = b.op("MatMul", [power, b.weight(mel_ext.T, "mel_filters")], name="mel")
     m = b.op("Max", [m, b.const(AMIN, np.float32)], name="mel_floor")
     db = b.op("Mul", [b.op("Log", [m]), b.const(10.0 / math.log(10.0), np.float32)], name="mel_db")
-    peak = b.op("ReduceMax", [db], name="chunk_peak_db", axes=[0, 2], keepdims=1)
+    peak = b.op("ReduceMax", [db], name="chunk_peak_db", axes=[1, 2], keepdims=1)
     return b.op("Max", [db, b.op("Sub", [peak, b.const(TOP_DB, np.float32)])], name="log_mel")
 
 
@@ -101,24 +96,11 @@ def _layer_norm(b: GraphBuilder, x: str, scale: np.ndarray, bias: np.ndarray, na
     )
 
 
-def _temporal(b: GraphBuilder, g: str, w: np.ndarray, bias: np.ndarray, name: str) -> str:
-    """``G @ g + bias`` over frames, for all chunks at once: ``(98 N, C) -> (98 N, C)``."""
-    n_frames, ch = w.shape[0], b.op("Gather", [b.op("Shape", [g]), b.const([1])], axis=0)
-    flat = b.op("Reshape", [g, b.const([n_frames, -1])], name=f"{name}.flat")  # (98, N C)
-    y = b.op("MatMul", [b.weight(w, f"{name}.weight"), flat], name=f"{name}.matmul")
-    y = b.op("Add", [y, b.weight(bias[:, None], f"{name}.bias")], name=f"{name}.biased")
-    return b.op("Reshape", [y, b.op("Concat", [b.const([-1]), ch], axis=0)], name=name)
-
-
 def _encoder(b: GraphBuilder, log_mel: str, w: dict[str, np.ndarray], depth: int) -> list[str]:
-    """``log-mel (98, N, 40) ->`` the output ``(98, N, 64)`` (frames-major) of each of the first ``depth`` blocks."""
+    """``log-mel (N, 98, 40) ->`` the output ``(N, 98, 64)`` of each of the first ``depth`` blocks."""
     # mfcc^T W^T = log_mel^T (W D)^T: the DCT folds into the frequency projection
     pe = w["to_patch_embed.1.weight"].astype(np.float64) @ filters.dct_matrix()
-    # 2-D (98 N, C) inside: ONNX Runtime fuses a 2-D MatMul and its bias into one Gemm
-    rows = b.op("Reshape", [log_mel, b.const([-1, pe.shape[1]])], name="log_mel_rows")
-    x = _linear(b, rows, pe, w["to_patch_embed.1.bias"], "patch_embed")
-    blocks = b.op("Concat", [b.op("Shape", [log_mel], end=2), b.const([w["to_patch_embed.1.bias"].shape[0]])],
-                  axis=0, name="blocks_shape")
+    x = _linear(b, log_mel, pe, w["to_patch_embed.1.bias"], "patch_embed")
     outputs = []
     for i in range(depth):
         p = f"layers.{i}.fn."
@@ -128,17 +110,16 @@ def _encoder(b: GraphBuilder, log_mel: str, w: dict[str, np.ndarray], depth: int
         u = _gelu(b, _linear(b, x, w_in[:half], b_in[:half], f"block{i}.proj_u"), f"block{i}.u")
         g = _gelu(b, _linear(b, x, w_in[half:], b_in[half:], f"block{i}.proj_g"), f"block{i}.g")
         g = _layer_norm(b, g, w[p + "fn.sgu.norm.weight"], w[p + "fn.sgu.norm.bias"], f"block{i}.gate_norm")
-        g = _temporal(b, g, w[p + "fn.sgu.proj.weight"][:, :, 0], w[p + "fn.sgu.proj.bias"], f"block{i}.temporal")
+        g = b.op("MatMul", [b.weight(w[p + "fn.sgu.proj.weight"][:, :, 0], f"block{i}.temporal.weight"), g],
+                 name=f"block{i}.temporal.matmul")
+        g = b.op("Add", [g, b.weight(w[p + "fn.sgu.proj.bias"][:, None], f"block{i}.temporal.bias")],
+                 name=f"block{i}.temporal")
         y = _linear(b, b.op("Mul", [u, g], name=f"block{i}.gated"), w[p + "fn.proj_out.weight"],
                     w[p + "fn.proj_out.bias"], f"block{i}.proj_out")
         y = _layer_norm(b, y, w[p + "norm.weight"], w[p + "norm.bias"], f"block{i}.post_norm")
         x = b.op("Add", [x, y], name=f"block{i}")
-        outputs.append(b.op("Reshape", [x, blocks], name=f"block{i}.frames_major"))
+        outputs.append(x)
     return outputs
-
-
-def _chunks_first(b: GraphBuilder, x: str, name: str) -> str:
-    return b.op("Transpose", [x], name=name, perm=[1, 0, 2])  # (98, N, d) -> (N, 98, d)
 
 
 def _embedding_norm(b: GraphBuilder, x: str, dim: int, name: str = "embedding_norm") -> str:
@@ -235,7 +216,7 @@ def embedding_graph(
     chunks = b.op("Reshape", [padded, b.const([-1, CHUNK_SAMPLES])], name="chunks")
 
     x = _encoder(b, _log_mel(b, chunks), weights, dims.embed_depth)[-1]
-    x = _chunks_first(b, _embedding_norm(b, x, dims.dim), "chunk_frames")
+    x = _embedding_norm(b, x, dims.dim)
 
     # chunk compensation: replicate one frame at each end, join chunks, drop the clip's ends
     first = b.op("Slice", [x, b.const([0]), b.const([1]), b.const([1])])
@@ -272,9 +253,9 @@ def keyword_graph(weights: dict[str, np.ndarray], dims: ModelDims) -> onnx.Graph
     b = GraphBuilder()
     blocks = _encoder(b, _log_mel(b, WINDOWS), weights, dims.depth)
     x = _layer_norm(b, blocks[-1], weights["to_logits.0.weight"], weights["to_logits.0.bias"], "head.norm")
-    x = b.op("ReduceMean", [x], name="head.mean", axes=[0], keepdims=0)  # over frames
+    x = b.op("ReduceMean", [x], name="head.mean", axes=[1], keepdims=0)
     _linear(b, x, weights["to_logits.2.weight"], weights["to_logits.2.bias"], KEYWORD_OUTPUTS[0])
-    _chunks_first(b, _embedding_norm(b, blocks[dims.embed_depth - 1], dims.dim), KEYWORD_OUTPUTS[1])
+    _embedding_norm(b, blocks[dims.embed_depth - 1], dims.dim, KEYWORD_OUTPUTS[1])
     return helper.make_graph(
         b.nodes, "kwmlp_keywords",
         [value_info(WINDOWS, FLOAT, ["windows", CHUNK_SAMPLES])],
