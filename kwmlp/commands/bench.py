@@ -16,6 +16,9 @@ def add_parser(sub):
     p.add_argument("--quick", action="store_true", help="a small grid and few repeats (under 2 minutes)")
     p.add_argument("--scaling", action="store_true", help="also time one clip of 1, 10, 60, 600 and 3600 s")
     p.add_argument("--threads", type=int, default=0, help="threads per backend (default: physical cores)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="sweep all backends and workloads this many times in turn (on a shared machine, "
+                        "so that load bursts hit every backend alike; default 1)")
     p.add_argument("--model", default=None, help="benchmark this export instead of exporting the checkpoint")
     p.set_defaults(run=run)
     return p
@@ -37,6 +40,7 @@ def run(args) -> int:
     grid = workloads.parse(args.workloads) if args.workloads else (workloads.QUICK if args.quick else workloads.GRID)
     suite.run(suite.Settings(checkpoint=args.checkpoint, output=args.output, backends=names,
                              named=args.backends is not None, workloads=grid, quick=args.quick,
-                             scaling=args.scaling, threads=args.threads, model=args.model))
+                             scaling=args.scaling, threads=args.threads, model=args.model,
+                             rounds=max(1, args.rounds)))
     print(f"wrote {os.path.join(args.output, 'results.json')}, results.md and plots")
     return 0
