@@ -19,8 +19,15 @@ from kwmlp.runtime.onnxruntime_backend import OrtRunner
 log = logging.getLogger("kwmlp")
 
 __all__ = ["BACKENDS", "DEVICES", "Embedder", "EmbeddingResult"]
-_EMBEDDING_IO = ({"audio"}, {"timestamp_embeddings", "timestamps", "scene_embeddings"})
+_EMBEDDING_OUTPUTS = ("timestamp_embeddings", "timestamps", "scene_embeddings")
+_EMBEDDING_IO = ({"audio"}, set(_EMBEDDING_OUTPUTS))
 _KEYWORD_IO = ({"windows"}, {"keyword_logits", "chunk_embeddings"})
+# Longer clips go block by block: one whole-graph run keeps every chunk's activations at once
+# (measured: 460 MB peak RSS for a 10-minute clip, 238 MB in blocks), with equal results.
+DEFAULT_BLOCK_SECONDS = 64
+# One-second chunks per ONNX Runtime call: a smaller working set stays in the CPU's caches
+# (measured on 2 cores: 16 x 10 s clips 13% faster in calls of 2 clips than in one call).
+CHUNKS_PER_RUN = 24
 
 
 @dataclass
@@ -59,9 +66,8 @@ class Embedder:
         Intra-op threads for ONNX Runtime on the CPU (default: physical cores).
     block_seconds : int, optional
         Embed clips longer than this in blocks of this many seconds, in bounded memory, with
-        results equal to the whole clip at once. Default: only clips longer than the model's
-        ``max_seconds`` (the scene range its graph covers) or than the TensorRT engine's
-        profiles go block by block.
+        results equal to the whole clip at once. Default: 64 s (or the model's ``max_seconds``,
+        the scene range its graph covers, or the TensorRT engine's profiles, when shorter).
     cuda_graph : bool
         TensorRT only: replay each (profile, shape) as a captured CUDA graph (lowest latency
         when shapes repeat).
@@ -116,15 +122,17 @@ class Embedder:
 
     def _embed_batch(self, x: np.ndarray) -> EmbeddingResult:
         seconds = x.shape[1] / CHUNK_SAMPLES
-        limit = self.block_seconds or self.info.max_seconds
+        limit = self.block_seconds or min(DEFAULT_BLOCK_SECONDS, self.info.max_seconds)
         if seconds > limit or x.shape[1] > getattr(self._runner, "max_samples", x.shape[1]):
             return _stack([self._embed_blocks(row) for row in x])
-        out = self._runner.run({"audio": x})
-        return EmbeddingResult(out["timestamp_embeddings"], out["timestamps"], out["scene_embeddings"])
+        # a cache-sized working set is what makes the CPU fast; a GPU wants the whole batch at once
+        rows = max(1, CHUNKS_PER_RUN // num_chunks(x.shape[1])) if self.backend == "onnxruntime-cpu" else len(x)
+        outs = [self._runner.run({"audio": x[i : i + rows]}) for i in range(0, len(x), rows)]
+        return EmbeddingResult(*(_concat([o[k] for o in outs]) for k in _EMBEDDING_OUTPUTS))
 
     def _embed_blocks(self, clip: np.ndarray) -> EmbeddingResult:
         stream = self.stream()
-        step = (self.block_seconds or 64) * CHUNK_SAMPLES
+        step = (self.block_seconds or DEFAULT_BLOCK_SECONDS) * CHUNK_SAMPLES
         for start in range(0, len(clip), step):
             stream.feed(clip[start : start + step])
         return stream.finish()
@@ -133,7 +141,7 @@ class Embedder:
         """A :class:`~kwmlp.runtime.blocks.ClipStream` for one clip that arrives in pieces
         (e.g. read from a long file): ``s.feed(samples)`` repeatedly, then ``s.finish()``.
         Memory stays bounded by the block size plus 25 KB per second of audio."""
-        return ClipStream(self.chunk_embeddings_unchecked, self.info.scene, self.block_seconds or 64)
+        return ClipStream(self.chunk_embeddings_unchecked, self.info.scene, self.block_seconds or DEFAULT_BLOCK_SECONDS)
 
     def _embed_list(self, clips) -> list[EmbeddingResult]:
         # Clips that occupy the same number of one-second chunks form one batch: zero-padding a
@@ -183,7 +191,13 @@ class Embedder:
         return self.chunk_embeddings_unchecked(as_windows(windows))
 
     def chunk_embeddings_unchecked(self, windows: np.ndarray) -> np.ndarray:
-        return self._keyword_runner().run({"windows": windows})["chunk_embeddings"]
+        runner = self._keyword_runner()
+        return _concat([runner.run({"windows": windows[i : i + CHUNKS_PER_RUN]})["chunk_embeddings"]
+                        for i in range(0, len(windows), CHUNKS_PER_RUN)])
+
+
+def _concat(arrays: list[np.ndarray]) -> np.ndarray:
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
 
 
 def _stack(results: list[EmbeddingResult]) -> EmbeddingResult:

@@ -1,0 +1,154 @@
+"""Runs the benchmark: every available backend on every workload, each pair in its own process."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+
+from kwmlp.benchmarks import backends, machine, report
+from kwmlp.benchmarks.workloads import GRID, QUICK, SCALING, Workload
+from kwmlp.errors import KwmlpError
+from kwmlp.fileio import write_bytes_atomic
+
+log = logging.getLogger("kwmlp")
+
+
+@dataclass(frozen=True)
+class Settings:
+    checkpoint: str
+    output: str
+    backends: tuple[str, ...] = backends.BACKENDS
+    named: bool = False  # backends were given explicitly (--backends)
+    workloads: tuple[Workload, ...] = GRID
+    quick: bool = False
+    scaling: bool = False
+    threads: int = 0  # 0: physical cores
+    model: str | None = None  # an existing export instead of exporting the checkpoint
+    rounds: int = 1  # sweeps over all backends and workloads, in turn
+
+    @property
+    def timing(self) -> dict:
+        if self.quick:
+            return {"warmup": 1, "repeats": 3, "min_seconds": 1.0, "max_repeats": 30}
+        return {"warmup": 1, "repeats": 3, "min_seconds": 5.0, "max_repeats": 300}
+
+
+def _export(settings: Settings) -> str:
+    if settings.model:
+        return settings.model
+    from kwmlp.export import ExportOptions, export_checkpoint
+
+    path = os.path.join(settings.output, "models", "kwmlp.onnx")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    export_checkpoint(settings.checkpoint, path, ExportOptions())
+    return path
+
+
+def _spawn(spec: dict) -> dict:
+    r = subprocess.run([sys.executable, "-m", "kwmlp.benchmarks.worker", json.dumps(spec)],
+                       capture_output=True, text=True)
+    lines = r.stdout.strip().splitlines()
+    if r.returncode != 0 or not lines:
+        last = (r.stderr.strip().splitlines() or [f"exit code {r.returncode}"])[-1]
+        raise RuntimeError(last)
+    return json.loads(lines[-1])
+
+
+def _row(backend: str, w: Workload, m: dict) -> dict:
+    lat = np.asarray(m["latencies_s"]) * 1e3
+    return {
+        "backend": backend, "precision": "fp32", "batch": w.batch, "seconds": w.seconds,
+        "throughput_x_realtime": w.audio_seconds / (float(np.median(lat)) / 1e3),
+        "latency_ms": {f"p{q}": float(np.percentile(lat, q)) for q in (50, 90, 99)},
+        "peak_rss_mb": m["peak_rss_mb"], "max_abs_err": m["max_abs_err"], "repeats": len(lat),
+    }
+
+
+def _scaling_timing(w: Workload) -> dict:
+    # long clips: one timed run after none or one warm-up; the stream API bounds memory
+    return {"warmup": int(w.seconds <= 60), "repeats": 3 if w.seconds <= 60 else 1, "min_seconds": 0.0,
+            "max_repeats": 3, "stream": True}
+
+
+def _merge(runs: list[dict]) -> dict:
+    errors = [m["max_abs_err"] for m in runs]
+    bad = [e for e in errors if isinstance(e, str)]
+    return {"latencies_s": [t for m in runs for t in m["latencies_s"]],
+            "peak_rss_mb": max(m["peak_rss_mb"] for m in runs),
+            "max_abs_err": bad[0] if bad else (None if None in errors else max(errors))}
+
+
+def _run_grid(settings: Settings, model: str, runnable: list[str], workloads, refdir: str | None):
+    """Every backend on every workload, ``settings.rounds`` times in turn: on a shared machine a burst
+    of load then hits all backends alike, and the percentiles are over the calls of all rounds."""
+    runs: dict[tuple[str, Workload], list[dict]] = {}
+    failed = []
+    for _ in range(settings.rounds if refdir is not None else 1):
+        for w in workloads:
+            ref_path = os.path.join(refdir, f"{w.label}.npz") if refdir else None
+            timing = settings.timing if refdir is not None else _scaling_timing(w)
+            for name in runnable:
+                spec = {"backend": name, "checkpoint": settings.checkpoint, "model": model, "batch": w.batch,
+                        "seconds": w.seconds, "threads": settings.threads, "reference": ref_path, **timing}
+                try:
+                    m = _spawn(spec)
+                except RuntimeError as e:
+                    log.info("%s %s: failed: %s", name, w.label, e)
+                    failed.append({"backend": name, "workload": w.label, "error": str(e)})
+                    continue
+                runs.setdefault((name, w), []).append(m)
+                row = _row(name, w, m)
+                log.info("%-16s %-8s %8.1fx realtime  p50 %8.2f ms  peak RSS %6.0f MB  max abs err %s", name,
+                         w.label, row["throughput_x_realtime"], row["latency_ms"]["p50"], row["peak_rss_mb"],
+                         row["max_abs_err"])
+    rows = [_row(name, w, _merge(ms)) for (name, w), ms in runs.items()]
+    latencies = {f"{name} {w.label}": [t * 1e3 for m in ms for t in m["latencies_s"]] for (name, w), ms in runs.items()}
+    return rows, latencies, failed
+
+
+def run(settings: Settings) -> dict:
+    """Benchmark and write ``results.json``, ``results.md`` and plots into ``settings.output``."""
+    os.makedirs(settings.output, exist_ok=True)
+    settings = Settings(**{**settings.__dict__, "threads": settings.threads or machine.describe()["cores"]})
+    skipped, runnable = [], []
+    for name in settings.backends:
+        why = backends.unavailable(name, settings.quick, settings.named)
+        if why:
+            log.info("skipping %s: %s", name, why)
+            skipped.append({"backend": name, "reason": why})
+        else:
+            runnable.append(name)
+    if backends.REFERENCE in runnable:  # the reference first: the others are compared with its outputs
+        runnable.remove(backends.REFERENCE)
+        runnable.insert(0, backends.REFERENCE)
+    info = machine.describe()
+    model = _export(settings)
+    with tempfile.TemporaryDirectory() as refdir:
+        refdir = refdir if backends.REFERENCE in runnable else ""
+        rows, latencies, failed = _run_grid(settings, model, runnable, settings.workloads, refdir)
+    results = {"machine": info, "threads": settings.threads, "results": rows, "skipped": skipped, "failed": failed}
+    if settings.scaling:
+        log.info("scaling: onnxruntime-cpu, one clip streamed in 10 s pieces")
+        rows, _, more = _run_grid(settings, model, ["onnxruntime-cpu"], SCALING, None)
+        results["scaling"], failed = rows, failed + more
+        results["failed"] = failed
+    results["machine"]["load_average_end"] = list(os.getloadavg())
+    _write(settings.output, results, latencies)
+    if failed:
+        raise KwmlpError(f"{len(failed)} benchmark run(s) failed, first: {failed[0]['backend']} "
+                         f"{failed[0]['workload']}: {failed[0]['error']}")
+    return results
+
+
+def _write(out: str, results: dict, latencies: dict) -> None:
+    write_bytes_atomic(os.path.join(out, "results.json"), json.dumps(results, indent=2).encode())
+    write_bytes_atomic(os.path.join(out, "latencies.json"), json.dumps(latencies).encode())
+    write_bytes_atomic(os.path.join(out, "results.md"), report.markdown(results).encode())
+    report.plots(results, latencies, out)

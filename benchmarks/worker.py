@@ -1,0 +1,85 @@
+"""One backend on one workload, in its own process: ``python -m kwmlp.benchmarks.worker SPEC_JSON``.
+
+Warms up, times ``repeats`` calls (at least ``min_seconds`` of them), and prints one JSON line:
+latencies, peak RSS of this process, and the max abs error against the reference outputs
+(``reference`` npz; the reference backend writes it instead).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+
+import numpy as np
+
+from kwmlp.benchmarks import backends
+from kwmlp.benchmarks.workloads import Workload
+from kwmlp.dims import SAMPLE_RATE
+
+
+def peak_rss_mb() -> float:
+    # Linux: VmHWM, this process image's own peak. ru_maxrss would carry over the parent's peak
+    # through fork + exec (the parent holds torch after exporting).
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024 / (1024 if sys.platform == "darwin" else 1)  # bytes on macOS, KiB elsewhere
+
+
+def _streamed(spec: dict, w: Workload):
+    """The runtime's stream API fed 10 s pieces: memory stays bounded however long the clip."""
+    from kwmlp.runtime import Embedder
+
+    emb = Embedder(spec["model"], backend="onnxruntime-cpu", threads=spec["threads"])
+    piece = Workload(1, min(10.0, w.seconds)).audio()[0]
+    n = int(round(w.seconds * SAMPLE_RATE))
+
+    def run(_audio):
+        s = emb.stream()
+        for start in range(0, n, len(piece)):
+            s.feed(piece[: n - start])
+        r = s.finish()
+        return r.timestamp_embeddings[None], r.scene_embeddings[None]
+
+    return run
+
+
+def measure(spec: dict) -> dict:
+    w = Workload(spec["batch"], spec["seconds"])
+    if spec.get("stream"):
+        audio, run = None, _streamed(spec, w)
+    else:
+        audio = w.audio()
+        run = backends.load(spec["backend"], spec["checkpoint"], spec["model"], spec["threads"], None)
+    for _ in range(spec["warmup"]):
+        ts, scene = run(audio)
+    latencies = []
+    start = time.perf_counter()
+    while len(latencies) < spec["repeats"] or (time.perf_counter() - start < spec["min_seconds"]
+                                               and len(latencies) < spec["max_repeats"]):
+        t0 = time.perf_counter()
+        ts, scene = run(audio)
+        latencies.append(time.perf_counter() - t0)
+    if spec["backend"] == backends.REFERENCE:
+        np.savez(spec["reference"], ts=ts, scene=scene)
+        err = 0.0
+    elif spec.get("reference"):
+        with np.load(spec["reference"]) as ref:
+            err = max(float(np.abs(ts.astype(np.float64) - ref["ts"]).max(initial=0.0)),
+                      float(np.abs(scene.astype(np.float64) - ref["scene"]).max(initial=0.0)))
+    else:
+        err = None  # no reference for this workload (e.g. a scaling run)
+    if err is not None and not np.isfinite(err):
+        err = "non-finite"  # NaN/Inf outputs: wrong, and JSON has no NaN
+    return {"latencies_s": latencies, "peak_rss_mb": peak_rss_mb(), "max_abs_err": err}
+
+
+if __name__ == "__main__":
+    print(json.dumps(measure(json.loads(sys.argv[1]))))

@@ -1,0 +1,46 @@
+"""``kwmlp bench --checkpoint CK --output DIR``: backends side by side (code in ``kwmlp.benchmarks``)."""
+
+from __future__ import annotations
+
+
+def add_parser(sub):
+    p = sub.add_parser("bench", help="benchmark every available backend against the PyTorch reference",
+                       description="Throughput, latency, peak RSS and max abs error against the PyTorch reference, "
+                                   "for every available backend on a batch x duration grid, one process per run.")
+    p.add_argument("--checkpoint", required=True, help="the original HEAR kwmlp checkpoint, e.g. kwmlp.pth")
+    p.add_argument("--output", required=True, help="folder for results.json, results.md and the plots")
+    p.add_argument("--backends", default=None,
+                   help="comma-separated subset of pytorch,torch-compile,onnxruntime-cpu,onnxruntime-cuda,tensorrt "
+                        "(default: all; unavailable ones are skipped with the reason)")
+    p.add_argument("--workloads", default=None, help="BATCHxSECONDS list, e.g. 1x1,16x10 (default: the full grid)")
+    p.add_argument("--quick", action="store_true", help="a small grid and few repeats (under 2 minutes)")
+    p.add_argument("--scaling", action="store_true", help="also time one clip of 1, 10, 60, 600 and 3600 s")
+    p.add_argument("--threads", type=int, default=0, help="threads per backend (default: physical cores)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="sweep all backends and workloads this many times in turn (on a shared machine, "
+                        "so that load bursts hit every backend alike; default 1)")
+    p.add_argument("--model", default=None, help="benchmark this export instead of exporting the checkpoint")
+    p.set_defaults(run=run)
+    return p
+
+
+def run(args) -> int:
+    import os
+
+    from kwmlp.errors import KwmlpError
+
+    if not os.path.isfile(args.checkpoint):
+        raise KwmlpError(f"checkpoint {args.checkpoint} does not exist")
+    from kwmlp.benchmarks import backends, suite, workloads
+
+    names = tuple(n.strip() for n in args.backends.split(",") if n.strip()) if args.backends else backends.BACKENDS
+    unknown = [n for n in names if n not in backends.BACKENDS]
+    if unknown:
+        raise KwmlpError(f"unknown backend {unknown[0]!r}; choose from {', '.join(backends.BACKENDS)}")
+    grid = workloads.parse(args.workloads) if args.workloads else (workloads.QUICK if args.quick else workloads.GRID)
+    suite.run(suite.Settings(checkpoint=args.checkpoint, output=args.output, backends=names,
+                             named=args.backends is not None, workloads=grid, quick=args.quick,
+                             scaling=args.scaling, threads=args.threads, model=args.model,
+                             rounds=max(1, args.rounds)))
+    print(f"wrote {os.path.join(args.output, 'results.json')}, results.md and plots")
+    return 0
