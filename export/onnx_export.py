@@ -20,6 +20,7 @@ from kwmlp.dims import ModelDims
 from kwmlp.errors import KwmlpError
 from kwmlp.export import graph
 from kwmlp.export.builder import fold_constants
+from kwmlp.export.fp16 import convert_to_fp16
 from kwmlp.fileio import write_bytes_atomic
 from kwmlp.runtime.metadata import LAYOUT_EMBEDDINGS, LAYOUT_KEYWORDS, ModelInfo
 
@@ -71,8 +72,6 @@ def build_models(
 ) -> tuple[onnx.ModelProto, onnx.ModelProto]:
     """The embedding and keyword models, in memory. ``weights``: the ``model_state_dict`` as numpy."""
     options.check()
-    if options.precision == "fp16":
-        raise KwmlpError("fp16 export is not available in this version yet; export fp32")
     halvings = graph.halvings_for(options.max_seconds) if options.scene == "iterative" else 0
     info = ModelInfo(
         layout=LAYOUT_EMBEDDINGS, dims=dims, precision=options.precision, scene=options.scene,
@@ -82,6 +81,8 @@ def build_models(
     emb = _model(graph.embedding_graph(weights, dims, options.scene, halvings), options.opset, info.to_props())
     kw_info = ModelInfo(**{**info.__dict__, "layout": LAYOUT_KEYWORDS, "keywords_model": ""})
     kw = _model(graph.keyword_graph(weights, dims), options.opset, kw_info.to_props())
+    if options.precision == "fp16":
+        emb, kw = convert_to_fp16(emb), convert_to_fp16(kw)
     return emb, kw
 
 

@@ -15,7 +15,7 @@ import kwmlp
 from kwmlp.errors import KwmlpError
 
 # module names under kwmlp.commands; each defines add_parser(subparsers) -> parser with a `run`
-COMMANDS = ("export", "info", "triton-repo")
+COMMANDS = ("export", "build", "info", "embed", "classify", "spot", "download", "triton-repo")
 
 
 def build_parser() -> argparse.ArgumentParser:

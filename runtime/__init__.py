@@ -5,6 +5,9 @@ Importing this package needs numpy and onnxruntime only (edge devices carry no t
 
 from kwmlp.dims import KEYWORDS
 from kwmlp.runtime.embedder import Embedder, EmbeddingResult
+from kwmlp.runtime.keywords import Detection, classify, merge, spot, spot_stream
 from kwmlp.runtime.metadata import ModelInfo
 
-__all__ = ["Embedder", "EmbeddingResult", "KEYWORDS", "ModelInfo"]
+__all__ = [
+    "Detection", "Embedder", "EmbeddingResult", "KEYWORDS", "ModelInfo", "classify", "merge", "spot", "spot_stream",
+]

@@ -10,6 +10,7 @@ import numpy as np
 
 from kwmlp.dims import CHUNK_SAMPLES
 from kwmlp.errors import KwmlpError
+from kwmlp.runtime.backends import BACKENDS, DEVICES, open_model
 from kwmlp.runtime.batching import embed_clips
 from kwmlp.runtime.blocks import ClipStream
 from kwmlp.runtime.inputs import as_audio_batch, as_windows, is_clip_list
@@ -18,8 +19,7 @@ from kwmlp.runtime.onnxruntime_backend import OrtRunner
 
 log = logging.getLogger("kwmlp")
 
-BACKENDS = ("auto", "onnxruntime", "onnxruntime-cpu")
-DEVICES = ("auto", "cpu")
+__all__ = ["BACKENDS", "DEVICES", "Embedder", "EmbeddingResult"]
 _EMBEDDING_IO = ({"audio"}, {"timestamp_embeddings", "timestamps", "scene_embeddings"})
 _KEYWORD_IO = ({"windows"}, {"keyword_logits", "chunk_embeddings"})
 
@@ -47,32 +47,33 @@ class Embedder:
     Parameters
     ----------
     model_path : str
-        ``.onnx`` file written by ``kwmlp export``.
+        ``.onnx`` file written by ``kwmlp export``, or ``.engine`` written by ``kwmlp build``.
     backend : str
-        ``"auto"`` (default: the fastest available, announced in one log line),
-        ``"onnxruntime"`` or ``"onnxruntime-cpu"``.
+        ``"auto"`` (default: a TensorRT engine that loads on this GPU, then ONNX Runtime's
+        TensorRT, CUDA and CPU providers; what runs and why is announced in one log line),
+        ``"tensorrt"``, ``"onnxruntime"`` (its best provider), ``"onnxruntime-trt"``,
+        ``"onnxruntime-cuda"``, ``"onnxruntime-cpu"`` (or ``"cpu"``). A forced backend that
+        cannot run raises KwmlpError. See :mod:`kwmlp.runtime.backends`.
     device : str
-        ``"auto"`` or ``"cpu"``.
+        ``"auto"``, ``"cpu"`` (ONNX Runtime on the CPU only) or ``"cuda"`` (GPU backends only).
     threads : int, optional
         Intra-op threads for ONNX Runtime on the CPU (default: physical cores).
     block_seconds : int, optional
         Embed clips longer than this in blocks of this many seconds, in bounded memory, with
         results equal to the whole clip at once. Default: only clips longer than the model's
-        ``max_seconds`` (the scene range its graph covers) go block by block.
+        ``max_seconds`` (the scene range its graph covers) or than the TensorRT engine's
+        profiles go block by block.
+    cuda_graph : bool
+        TensorRT only: replay each (profile, shape) as a captured CUDA graph (lowest latency
+        when shapes repeat).
 
-    ``embed`` and ``keyword_logits`` are thread-safe.
+    ``embed`` and ``keyword_logits`` are thread-safe. ``backend`` says what runs.
     """
 
     def __init__(
         self, model_path: str, backend: str = "auto", device: str = "auto", threads: int | None = None,
-        block_seconds: int | None = None,
+        block_seconds: int | None = None, cuda_graph: bool = False,
     ):
-        if backend == "cpu":  # accepted as a synonym: the user wants ONNX Runtime on the CPU
-            backend, device = "onnxruntime-cpu", "cpu"
-        if backend not in BACKENDS:
-            raise KwmlpError(f"backend must be one of {', '.join(BACKENDS + ('cpu',))}, got {backend!r}")
-        if device not in DEVICES:
-            raise KwmlpError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
         model_path = os.fspath(model_path)
         if not os.path.isfile(model_path):
             raise KwmlpError(f"model file {model_path} does not exist")
@@ -81,11 +82,11 @@ class Embedder:
         if block_seconds is not None and block_seconds < 1:
             raise KwmlpError(f"block_seconds must be at least 1, got {block_seconds}")
         self.block_seconds = block_seconds
-        self._runner = OrtRunner(model_path, threads=threads)
+        self._opened = open_model(model_path, backend, device, threads, cuda_graph)
+        self._runner = self._opened.runner
         self.info = self._check(self._runner, LAYOUT_EMBEDDINGS, _EMBEDDING_IO)
-        self.backend = "onnxruntime-cpu"
+        self.backend = self._opened.backend
         self._keywords: OrtRunner | None = None
-        log.info("kwmlp: running %s on %s", os.path.basename(model_path), self.backend)
 
     @staticmethod
     def _check(runner: OrtRunner, layout: str, io: tuple[set, set]) -> ModelInfo:
@@ -117,7 +118,7 @@ class Embedder:
     def _embed_batch(self, x: np.ndarray) -> EmbeddingResult:
         seconds = x.shape[1] / CHUNK_SAMPLES
         limit = self.block_seconds or self.info.max_seconds
-        if seconds > limit:
+        if seconds > limit or x.shape[1] > getattr(self._runner, "max_samples", x.shape[1]):
             return _stack([self._embed_blocks(row) for row in x])
         out = self._runner.run({"audio": x})
         return EmbeddingResult(out["timestamp_embeddings"], out["timestamps"], out["scene_embeddings"])
@@ -141,10 +142,10 @@ class Embedder:
         if self._keywords is None:
             if not self.info.keywords_model:
                 raise KwmlpError(f"{self.model_path} names no keyword model")
-            path = os.path.join(os.path.dirname(self.model_path), self.info.keywords_model)
-            if not os.path.isfile(path):
+            path = os.path.join(os.path.dirname(self._opened.onnx_path), self.info.keywords_model)
+            if self.backend != "tensorrt" and not os.path.isfile(path):
                 raise KwmlpError(f"the keyword model {path} is missing; export again with `kwmlp export`")
-            runner = OrtRunner(path, threads=self.threads)
+            runner = self._opened.open_keywords(path)
             self._check(runner, LAYOUT_KEYWORDS, _KEYWORD_IO)
             self._keywords = runner
         return self._keywords

@@ -66,3 +66,57 @@ class OrtRunner:
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(zip(self.outputs, self.session.run(self.outputs, feeds)))
+
+
+# What each ONNX Runtime backend asks for; ORT may still fall back silently, so the session's
+# actual providers decide what `Embedder.backend` reports.
+ORT_BACKENDS = {
+    "onnxruntime-trt": "TensorrtExecutionProvider",
+    "onnxruntime-cuda": "CUDAExecutionProvider",
+    "onnxruntime-cpu": "CPUExecutionProvider",
+}
+
+
+def available_providers() -> list[str]:
+    return list(_ort().get_available_providers())
+
+
+def trt_cache_dir() -> str:
+    """ORT's TensorRT engine and timing caches, keyed like ``kwmlp build``'s: GPU and TensorRT version.
+
+    Called only when ORT offers the TensorRT provider, i.e. on a GPU machine with TensorRT.
+    """
+    from kwmlp.runtime.engine_info import this_device, timing_cache_path
+    from kwmlp.runtime import cuda
+
+    import tensorrt as trt
+
+    api = cuda.load()
+    with api.context():
+        device = this_device(trt, api)
+    path = os.path.splitext(timing_cache_path(device))[0] + ".ort"
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def providers_for(backend: str) -> list:
+    """The provider list for one of :data:`ORT_BACKENDS`: the named provider, then the ones below it."""
+    cuda = ("CUDAExecutionProvider", {"device_id": 0})
+    if backend == "onnxruntime-trt":
+        cache = trt_cache_dir()
+        trt = ("TensorrtExecutionProvider", {
+            "device_id": 0,
+            "trt_fp16_enable": False,  # an fp16 export carries its precision and casts in the graph
+            "trt_engine_cache_enable": True, "trt_engine_cache_path": cache,
+            "trt_timing_cache_enable": True, "trt_timing_cache_path": cache,
+        })
+        return [trt, cuda, "CPUExecutionProvider"]
+    if backend == "onnxruntime-cuda":
+        return [cuda, "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def backend_of(providers: list[str]) -> str:
+    """The backend name of a session from its actual providers (first is the one that runs)."""
+    first = providers[0] if providers else "CPUExecutionProvider"
+    return next((b for b, p in ORT_BACKENDS.items() if p == first), "onnxruntime-cpu")

@@ -11,8 +11,22 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-REFERENCE_DIR = Path(os.environ.get("KWMLP_REFERENCE", REPO.parent / "shared" / "reference"))
-KEYWORDS_DIR = Path(os.environ.get("KWMLP_KEYWORDS", REPO.parent / "shared" / "keywords"))
+
+
+def _shared(name: str, env: str) -> Path:
+    """shared/NAME: from its variable, else beside the repository, else beside the checkpoint's folder
+    (shared/models/kwmlp.pth -> shared/NAME), so that a checkout elsewhere still finds it."""
+    if os.environ.get(env):
+        return Path(os.environ[env])
+    beside = REPO.parent / "shared" / name
+    ckpt = os.environ.get("KWMLP_CHECKPOINT")
+    if not beside.is_dir() and ckpt:
+        return Path(ckpt).resolve().parent.parent / name
+    return beside
+
+
+REFERENCE_DIR = _shared("reference", "KWMLP_REFERENCE")
+KEYWORDS_DIR = _shared("keywords", "KWMLP_KEYWORDS")
 REFERENCE_CASES = sorted(Path(p).stem for p in glob.glob(str(REFERENCE_DIR / "*.npz")))
 
 

@@ -41,3 +41,10 @@ def test_pytorch_reference_matches_hear(reference, case):
         for depth in (4, 8):
             frames = reference.embed(mfcc, depth)
             assert max_abs(compensate(frames, audio.shape[0]), z[f"full_timestamp_embeddings_depth{depth}"]) <= TOL
+
+
+def test_reference_cases_are_found(checkpoint):
+    # with the trained weights at hand, missing parity vectors must fail, not skip every parity test
+    from conftest import REFERENCE_DIR
+
+    assert len(REFERENCE_CASES) == 10, f"expected the 10 parity cases in {REFERENCE_DIR}"

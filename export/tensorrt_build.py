@@ -1,0 +1,223 @@
+"""ONNX -> TensorRT engine (TensorRT 10.x Python API), with a sidecar JSON and a timing cache.
+
+Precision lives in the ONNX graph (``kwmlp export --precision fp16`` puts explicit Casts around
+the FP32 front end), so the network is built *strongly typed*: TensorRT then computes every
+layer in the type the graph gives it. TensorRT 10.12 deprecated, and 11 removed, the FP16 builder
+flag and precision constraints; for older versions (JetPack 6 ships 10.3) where a strongly typed
+build is not wanted or not available, ``network="precision-constraints"`` builds a weakly typed
+network with ``BuilderFlag.FP16`` and ``OBEY_PRECISION_CONSTRAINTS``, and pins every layer whose
+output the graph types float32 (the front end, the scene, the casts) to FP32.
+
+Importing this module needs neither TensorRT nor a GPU: they are loaded by :func:`build_engine`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+
+from kwmlp.dims import CHUNK_SAMPLES
+from kwmlp.errors import KwmlpError
+from kwmlp.fileio import write_bytes_atomic
+from kwmlp.runtime.engine_info import EngineInfo, Profile, this_device, timing_cache_path, write_sidecar
+
+log = logging.getLogger("kwmlp")
+
+TRT_INSTALL_HINT = ("install it with: pip install 'kwmlp-rt[gpu]' (x86; tensorrt-cu12 or tensorrt-cu13 to match the "
+                    "driver), or on a Jetson use JetPack's python3-libnvinfer in a venv made with --system-site-packages")
+NETWORKS = ("auto", "strongly-typed", "precision-constraints")
+KEYWORD_WINDOWS = (1, 64, 256)  # min / opt / max one-second windows per call of the keyword engine
+
+
+@dataclass(frozen=True)
+class ProfileOptions:
+    """``kwmlp build``'s profile options: one value each, or one per profile (same count)."""
+
+    max_batch: tuple[int, ...] = ()
+    max_seconds: tuple[float, ...] = ()
+    opt_batch: tuple[int, ...] = ()
+    opt_seconds: tuple[float, ...] = ()
+
+
+# (name, opt batch, opt seconds, max batch, max seconds): short clips at low latency, batches of
+# 10-second clips at high throughput, and one clip of up to 10 minutes
+DEFAULT_PROFILES = (
+    ("latency", 1, 1.0, 8, 2.0),
+    ("throughput", 16, 10.0, 64, 10.0),
+    ("long", 1, 60.0, 1, 600.0),
+)
+
+
+def _samples(seconds: float) -> int:
+    return max(1, round(seconds * CHUNK_SAMPLES))
+
+
+def profiles_from_options(opts: ProfileOptions = ProfileOptions()) -> tuple[Profile, ...]:
+    """The embedding engine's optimization profiles for ``audio (batch, samples)``.
+
+    With no option set: :data:`DEFAULT_PROFILES`. Otherwise the k-th value of every option makes
+    profile k; an option given once applies to every profile; an option left out takes the
+    throughput profile's value (opt values are capped at the max ones). Shapes run from
+    ``(1, 1)``: any clip shorter than the max runs, padding happens inside the graph.
+    """
+    given = {k: v for k, v in vars(opts).items() if v}
+    if not given:
+        return tuple(Profile(n, (1, 1), (ob, _samples(os_)), (mb, _samples(ms))) for n, ob, os_, mb, ms in DEFAULT_PROFILES)
+    counts = {len(v) for v in given.values()} - {1}
+    if len(counts) > 1:
+        raise KwmlpError("--max-batch, --max-seconds, --opt-batch and --opt-seconds must each be given once or "
+                         f"as many times as the others, got {', '.join(f'{k}: {len(v)}' for k, v in given.items())}")
+    n = counts.pop() if counts else 1
+    _, ob, os_, mb, ms = DEFAULT_PROFILES[1]
+    pick = lambda key, default: [given[key][i if len(given[key]) > 1 else 0] if key in given else default for i in range(n)]
+    out = []
+    for i, (max_b, max_s, opt_b, opt_s) in enumerate(zip(pick("max_batch", mb), pick("max_seconds", ms),
+                                                         pick("opt_batch", ob), pick("opt_seconds", os_))):
+        if max_b < 1 or max_s <= 0 or opt_b < 1 or opt_s <= 0:
+            raise KwmlpError(f"profile {i}: batches must be >= 1 and seconds > 0, got max {max_b} x {max_s} s, "
+                             f"opt {opt_b} x {opt_s} s")
+        if "opt_batch" not in given:
+            opt_b = min(opt_b, max_b)
+        if "opt_seconds" not in given:
+            opt_s = min(opt_s, max_s)
+        out.append(Profile(f"profile{i}", (1, 1), (opt_b, _samples(opt_s)), (max_b, _samples(max_s))))
+    return tuple(out)
+
+
+def keyword_profiles() -> tuple[Profile, ...]:
+    """The keyword engine's one profile for ``windows (W, 16000)``; longer calls go in pieces."""
+    lo, opt, hi = KEYWORD_WINDOWS
+    return (Profile("windows", (lo, CHUNK_SAMPLES), (opt, CHUNK_SAMPLES), (hi, CHUNK_SAMPLES)),)
+
+
+def sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def import_tensorrt():
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise KwmlpError(f"TensorRT is not installed; {TRT_INSTALL_HINT}") from None
+    return trt
+
+
+def network_mode(trt, requested: str = "auto") -> str:
+    """Which network to build: strongly typed where TensorRT has it (10.x) or where the FP16 flag is
+    gone (11: always strongly typed); precision constraints when asked for on a TensorRT that has them."""
+    if requested not in NETWORKS:
+        raise KwmlpError(f"network must be one of {', '.join(NETWORKS)}, got {requested!r}")
+    strong = hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED")
+    weak_ok = hasattr(trt.BuilderFlag, "FP16") and hasattr(trt.BuilderFlag, "OBEY_PRECISION_CONSTRAINTS")
+    if requested == "precision-constraints" and not weak_ok:
+        raise KwmlpError(f"TensorRT {trt.__version__} has no FP16 builder flag; build the network strongly typed")
+    if requested == "auto":
+        return "strongly-typed" if strong or not weak_ok else "precision-constraints"
+    return requested
+
+
+def _network_flags(trt, mode: str) -> int:
+    if mode == "strongly-typed" and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
+        return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    return 0  # TensorRT 11 (strongly typed always), or weakly typed for precision constraints
+
+
+def _pin_precisions(trt, network) -> int:
+    """Precision constraints for a weakly typed network: every layer computes in the type the ONNX
+    graph gives its float outputs (FP32 front end and scene, FP16 blocks). Returns layers pinned."""
+    pinned = 0
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        types = {layer.get_output(k).dtype for k in range(layer.num_outputs)}
+        for t in (trt.float32, trt.float16):
+            if types == {t}:
+                layer.precision = t
+                for k in range(layer.num_outputs):
+                    layer.set_output_type(k, t)
+                pinned += 1
+    return pinned
+
+
+def _parse(trt, logger, network, onnx_path: str) -> None:
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(onnx_path):
+        errors = [parser.get_error(i) for i in range(parser.num_errors)]
+        detail = "; ".join(f"{e.node_name()} ({e.node_operator()}): {e.desc()}" for e in errors[:3])
+        raise KwmlpError(f"TensorRT {trt.__version__} could not parse {onnx_path}: {detail or 'no detail'}")
+
+
+def _add_profiles(builder, network, config, profiles: tuple[Profile, ...]) -> None:
+    inputs = [network.get_input(i) for i in range(network.num_inputs)]
+    for p in profiles:
+        prof = builder.create_optimization_profile()
+        for t in inputs:  # every dynamic input in every profile (here: the one 2-D input)
+            prof.set_shape(t.name, p.min, p.opt, p.max)
+        if config.add_optimization_profile(prof) < 0:
+            raise KwmlpError(f"TensorRT rejected the optimization profile {p.name} (min {p.min}, opt {p.opt}, max {p.max})")
+
+
+def build_engine(
+    onnx_path: str, engine_path: str, profiles: tuple[Profile, ...], *, precision: str, export: dict,
+    workspace_mib: int = 1024, network: str = "auto", timing_cache_dir: str | None = None,
+    keywords_engine: str = "", trt=None, cuda=None,
+) -> EngineInfo:
+    """Build ``onnx_path`` into ``engine_path`` and write its sidecar; both atomically.
+
+    ``precision`` is the ONNX's (``"fp16"``/``"fp32"``), ``export`` its kwmlp metadata. ``trt`` and
+    ``cuda`` default to the installed TensorRT and CUDA API (:func:`kwmlp.runtime.cuda.load`).
+    """
+    if trt is None:
+        trt = import_tensorrt()
+    if cuda is None:
+        from kwmlp.runtime import cuda as cuda_api
+
+        cuda = cuda_api.load()
+    device = this_device(trt, cuda)
+    mode = network_mode(trt, network)
+    from kwmlp.runtime.tensorrt_backend import trt_logger
+
+    logger = trt_logger(trt)
+    builder = trt.Builder(logger)
+    net = builder.create_network(_network_flags(trt, mode))
+    _parse(trt, logger, net, onnx_path)
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
+    if hasattr(trt.BuilderFlag, "TF32"):
+        # TF32 is on by default and rounds FP32 inner products to 10-bit mantissas on Ampere and
+        # later: the FP32 islands (the STFT convolution, the mel matrix) must really be FP32
+        config.clear_flag(trt.BuilderFlag.TF32)
+    if mode == "precision-constraints":
+        if precision == "fp16":
+            config.set_flag(trt.BuilderFlag.FP16)
+        config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+        log.info("kwmlp: TensorRT %s, weakly typed network, %d layers pinned to their ONNX precision",
+                 trt.__version__, _pin_precisions(trt, net))
+    _add_profiles(builder, net, config, profiles)
+
+    cache_path = timing_cache_path(device, timing_cache_dir)
+    cached = b""
+    if os.path.isfile(cache_path):
+        with open(cache_path, "rb") as f:
+            cached = f.read()
+    cache = config.create_timing_cache(cached)
+    config.set_timing_cache(cache, False)
+
+    plan = builder.build_serialized_network(net, config)
+    if plan is None:
+        raise KwmlpError(f"TensorRT {trt.__version__} could not build an engine from {onnx_path} (see the log above)")
+    write_bytes_atomic(cache_path, bytes(config.get_timing_cache().serialize()))
+    rel = os.path.relpath(os.path.abspath(onnx_path), os.path.dirname(os.path.abspath(engine_path)))
+    info = EngineInfo(
+        device=device, input_name=net.get_input(0).name, profiles=tuple(profiles), precision=precision,
+        network=mode, onnx_path=rel, onnx_sha256=sha256_file(onnx_path), export=export,
+        keywords_engine=keywords_engine,
+    )
+    write_bytes_atomic(engine_path, bytes(plan))
+    write_sidecar(engine_path, info)
+    return info

@@ -1,0 +1,29 @@
+"""``kwmlp download [--dest models/]``: the authors' trained kwmlp.pth, sha256-checked."""
+
+from __future__ import annotations
+
+import os
+
+
+def add_parser(sub):
+    from kwmlp.download import CHECKPOINT_URL
+
+    p = sub.add_parser("download", help="download the trained checkpoint kwmlp.pth (sha256-checked)",
+                       description="Download KW-MLP-12 (kwmlp.pth, the HEAR 2021 submission's checkpoint, "
+                                   "CC BY-SA 4.0) from the authors' repository, check its sha256 and write it "
+                                   "atomically.")
+    p.add_argument("--dest", default="models", help="folder to write kwmlp.pth into (default models/)")
+    p.add_argument("--url", default=CHECKPOINT_URL, help="where to fetch it from (a mirror; the sha256 still applies)")
+    p.set_defaults(run=run)
+    return p
+
+
+def run(args) -> int:
+    from kwmlp.download import CHECKPOINT_NAME, CHECKPOINT_SHA256, download
+
+    dest = os.path.join(args.dest, CHECKPOINT_NAME)
+    if download(args.url, dest):
+        print(f"wrote {dest} (sha256 {CHECKPOINT_SHA256} verified)")
+    else:
+        print(f"{dest} is already there (sha256 verified)")
+    return 0

@@ -1,0 +1,80 @@
+"""``kwmlp embed MODEL INPUT... -o OUTDIR``: one embedding file per audio file."""
+
+from __future__ import annotations
+
+import sys
+
+
+def add_parser(sub):
+    p = sub.add_parser("embed", help="embed audio files and folders: one .npz per file",
+                       description="Embed audio files (any format libsndfile reads, any rate and channel count) "
+                                   "and folders (recursed). Writes OUTDIR/<relative path>.npz with "
+                                   "timestamp_embeddings [N, 64], timestamps [N] (ms), scene_embedding [1024], "
+                                   "sample_rate_in and duration_s.")
+    p.add_argument("model", help="an .onnx file written by `kwmlp export`")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files or folders")
+    p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
+    p.add_argument("--format", choices=("npz", "npy"), default="npz",
+                   help="npz: one file per input (default); npy: a folder per input with one .npy per field")
+    p.add_argument("--batch-size", type=int, default=16,
+                   help="clips of the same length in whole seconds embedded together (default 16)")
+    p.add_argument("--skip-existing", action="store_true", help="leave inputs whose output exists (resume a run)")
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: physical cores)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
+    p.set_defaults(run=run)
+    return p
+
+
+def run(args) -> int:
+    import logging
+
+    logger = logging.getLogger("kwmlp")
+    level = logger.level
+    if args.quiet:
+        logger.setLevel(logging.WARNING)
+    try:
+        return _embed(args)
+    finally:
+        logger.setLevel(level)  # main() may be called again in this process
+
+
+def _embed(args) -> int:
+    from kwmlp.errors import KwmlpError
+    from kwmlp.pipeline import Progress, embed_files, plan
+    from kwmlp.runtime import Embedder
+
+    if args.batch_size < 1:
+        raise KwmlpError(f"--batch-size must be at least 1, got {args.batch_size}")
+    jobs = plan(args.inputs, args.output, args.format)
+    if not jobs:
+        raise KwmlpError(f"no audio files found in {', '.join(args.inputs)}")
+    embedder = Embedder(args.model, threads=args.threads)
+    progress = Progress()
+    bar = _bar(len(jobs), args.quiet)
+    for outcome in embed_files(embedder, jobs, args.batch_size, args.skip_existing):
+        progress.add(outcome)
+        if outcome.error:
+            msg = f"kwmlp embed: error: {outcome.error}"
+            if bar:
+                bar.write(msg, file=sys.stderr)  # above the bar, which stays at the bottom
+            else:
+                print(msg, file=sys.stderr)
+        if bar:
+            bar.update(1)
+            bar.set_postfix_str(progress.postfix())
+    if bar:
+        bar.close()
+    if not args.quiet:
+        skipped = f", {progress.skipped} skipped (already done)" if progress.skipped else ""
+        failed = f", {progress.failed} failed" if progress.failed else ""
+        print(f"embedded {progress.done} of {len(jobs)} files ({progress.seconds:.1f} s of audio, "
+              f"{progress.realtime:.0f}x realtime) into {args.output}{skipped}{failed}")
+    return 1 if progress.failed else 0
+
+
+def _bar(total: int, quiet: bool):
+    if quiet or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="file", file=sys.stderr, dynamic_ncols=True)

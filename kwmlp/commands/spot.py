@@ -1,0 +1,64 @@
+"""``kwmlp spot MODEL FILE...``: keywords in long audio, with a sliding window."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def add_parser(sub):
+    from kwmlp.runtime.keywords import MODES
+
+    p = sub.add_parser("spot", help="find keywords in long audio with a sliding window",
+                       description="Slide a window over each file and report the Speech Commands keywords whose "
+                                   "probability exceeds the threshold (modes as in Keyword-MLP's "
+                                   "window_inference.py: multi = every window, max = the most confident, "
+                                   "n_voting = the class with most windows).")
+    p.add_argument("model", help="an .onnx file written by `kwmlp export` (its .keywords.onnx beside it)")
+    p.add_argument("files", nargs="+", metavar="FILE", help="audio files or folders")
+    p.add_argument("--window", type=float, default=1.0, help="window length in seconds (default 1.0)")
+    p.add_argument("--hop", type=float, default=0.25, help="hop between windows in seconds (default 0.25)")
+    p.add_argument("--threshold", type=float, default=0.85, help="minimum probability (default 0.85)")
+    p.add_argument("--mode", choices=MODES, default="multi", help="what to report (default multi)")
+    p.add_argument("--merge", action="store_true",
+                   help="with --mode multi: join overlapping windows of the same keyword into one detection")
+    p.add_argument("--batch-size", type=int, default=64, help="windows per model run (default 64)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=run)
+    return p
+
+
+def run(args) -> int:
+    from dataclasses import asdict
+
+    from kwmlp import audio
+    from kwmlp.errors import KwmlpError
+    from kwmlp.runtime import Embedder
+    from kwmlp.runtime.keywords import check_options, merge, spot_stream
+
+    check_options(args.window, args.hop, args.threshold, args.mode)  # before any file is read
+    if args.merge and args.mode != "multi":
+        raise KwmlpError(f"--merge joins the windows of --mode multi; --mode {args.mode} reports one detection")
+    if args.batch_size < 1:
+        raise KwmlpError(f"--batch-size must be at least 1, got {args.batch_size}")
+    embedder = Embedder(args.model)
+    rows, failed = [], 0
+    for path, _ in audio.find_audio(args.files):
+        try:
+            found = spot_stream(embedder, audio.read_blocks(path), args.window, args.hop, args.threshold,
+                                args.mode, args.batch_size)
+            found = merge(found) if args.merge else found
+        except KwmlpError as e:
+            failed += 1
+            print(f"kwmlp spot: error: {e}", file=sys.stderr)
+            continue
+        rows.append({"file": path, "detections": [asdict(d) for d in found]})
+        if not args.json:
+            if not found:
+                print(f"{path}: no keyword above {args.threshold}")
+            for d in found:
+                votes = f"  ({d.votes} windows)" if d.votes > 1 or args.mode == "n_voting" else ""
+                print(f"{path}  {d.start_s:8.2f} - {d.end_s:8.2f} s  {d.label:<8} {d.confidence:.3f}{votes}")
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    return 1 if failed else 0

@@ -1,0 +1,104 @@
+"""The HEAR 2021 common API on the kwmlp-rt runtime: ``load_model``, ``get_timestamp_embeddings``,
+``get_scene_embeddings``.
+
+Torch tensors in and out (float32, on the caller's device), as the HEAR contract asks; the
+embeddings themselves come from the exported ONNX graph through :class:`kwmlp.runtime.Embedder`,
+not from the PyTorch reference. ``load_model`` takes the original ``.pth`` checkpoint (exported on
+first use into a cache folder keyed by its sha256: ``$KWMLP_CACHE``, else
+``$XDG_CACHE_HOME/kwmlp``, else ``~/.cache/kwmlp``) or an exported ``.onnx``.
+
+Validate with ``hear-validator kwmlp.hear -m kwmlp.pth``. This module needs torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import zipfile
+from typing import Tuple
+
+import torch
+
+import kwmlp
+from kwmlp.dims import SAMPLE_RATE, ModelDims
+from kwmlp.errors import KwmlpError
+from kwmlp.runtime import Embedder
+
+log = logging.getLogger("kwmlp")
+
+__all__ = ["KwmlpHearModel", "load_model", "get_timestamp_embeddings", "get_scene_embeddings", "cache_dir"]
+
+
+def cache_dir() -> str:
+    """Where exported checkpoints are kept: ``$KWMLP_CACHE``, else ``$XDG_CACHE_HOME/kwmlp``, else ``~/.cache/kwmlp``."""
+    if os.environ.get("KWMLP_CACHE"):
+        return os.environ["KWMLP_CACHE"]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "kwmlp")
+
+
+def _exported(checkpoint: str) -> str:
+    from kwmlp.download import sha256_of
+
+    digest = sha256_of(checkpoint)
+    # the version too: another release may export a different graph from the same weights
+    path = os.path.join(cache_dir(), digest, f"kwmlp-{kwmlp.__version__}.onnx")
+    if not os.path.isfile(path):
+        try:
+            from kwmlp.export import export_checkpoint
+        except ImportError as e:
+            raise KwmlpError("loading a .pth checkpoint needs onnx to export it; install it with: "
+                             "pip install 'kwmlp-rt[export]'") from e
+        log.info("kwmlp: exporting %s once to %s", checkpoint, path)
+        export_checkpoint(checkpoint, path)  # atomic: a concurrent reader never sees half a file
+    return path
+
+
+class KwmlpHearModel(torch.nn.Module):
+    """A KW-MLP export for the HEAR API; holds no torch parameters (``.to(device)`` is free).
+
+    ``sample_rate`` 16000, ``timestamp_embedding_size`` 64, ``scene_embedding_size`` 1024.
+    """
+
+    sample_rate = SAMPLE_RATE
+
+    def __init__(self, embedder: Embedder):
+        super().__init__()
+        self.embedder = embedder
+        dims: ModelDims = embedder.info.dims
+        self.timestamp_embedding_size = dims.dim
+        self.scene_embedding_size = dims.scene_size
+
+    def embed(self, audio: torch.Tensor):
+        if not isinstance(audio, torch.Tensor):
+            raise KwmlpError(f"audio must be a torch.Tensor, got {type(audio).__name__}")
+        if audio.ndim != 2:
+            raise KwmlpError(f"audio must have shape (n_sounds, n_samples), got {tuple(audio.shape)}")
+        if not audio.is_floating_point():
+            raise KwmlpError(f"audio must be floating point, got {audio.dtype}")
+        return self.embedder.embed(audio.detach().to("cpu", torch.float32).numpy())
+
+
+def load_model(model_file_path: str = "") -> KwmlpHearModel:
+    """The model from an original ``.pth`` checkpoint or a ``kwmlp export``-ed ``.onnx``."""
+    path = os.fspath(model_file_path)
+    if not path:
+        raise KwmlpError("load_model needs a model file: the kwmlp.pth checkpoint or an exported .onnx")
+    if not os.path.isfile(path):
+        raise KwmlpError(f"model file {path} does not exist")
+    if path.lower().endswith((".pth", ".pt", ".ckpt")) or zipfile.is_zipfile(path):  # zip: torch.save's format
+        path = _exported(path)
+    return KwmlpHearModel(Embedder(path))
+
+
+def get_timestamp_embeddings(audio: torch.Tensor, model: KwmlpHearModel) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``audio`` float ``(n_sounds, n_samples)`` at 16 kHz -> embeddings float32 ``(n_sounds, n_samples // 160, 64)``
+    and timestamps float32 ``(n_sounds, n_samples // 160)`` in ms (10, 20, ...), on ``audio.device``."""
+    r = model.embed(audio)
+    return (torch.from_numpy(r.timestamp_embeddings).to(audio.device),
+            torch.from_numpy(r.timestamps).to(audio.device))
+
+
+def get_scene_embeddings(audio: torch.Tensor, model: KwmlpHearModel) -> torch.Tensor:
+    """``audio`` float ``(n_sounds, n_samples)`` at 16 kHz -> float32 ``(n_sounds, 1024)`` on ``audio.device``."""
+    return torch.from_numpy(model.embed(audio).scene_embeddings).to(audio.device)

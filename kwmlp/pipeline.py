@@ -1,0 +1,257 @@
+"""Embedding many files: decoding on a background thread, short clips batched, long ones streamed.
+
+:func:`embed_files` yields one :class:`Outcome` per input, in the order they finish. A file
+that cannot be read, or whose output cannot be written, gives a failed outcome naming the
+file and the reason; the others go on.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+
+from kwmlp import audio
+from kwmlp.dims import SAMPLE_RATE, num_chunks
+from kwmlp.errors import KwmlpError
+from kwmlp.fileio import atomic_path
+
+FORMATS = ("npz", "npy")
+FIELDS = ("timestamp_embeddings", "timestamps", "scene_embedding", "sample_rate_in", "duration_s")
+BATCH_MAX_SECONDS = 60.0  # longer clips are embedded block by block instead of batched
+QUEUE_BLOCKS = 8  # decoded blocks held at most between the decoder and the model
+PENDING_MAX_SECONDS = 600.0  # audio waiting in partly filled batches (38 MB) before they all run
+
+
+@dataclass(frozen=True)
+class Job:
+    path: str  # input file
+    output: str  # .npz file, or folder of .npy files
+
+
+@dataclass
+class Outcome:
+    job: Job
+    error: str | None = None  # one line naming the file; None when written
+    seconds: float = 0.0  # audio duration embedded
+    skipped: bool = False
+
+
+def output_for(rel: str, out_dir: str, fmt: str) -> str:
+    stem = os.path.splitext(rel)[0]
+    return os.path.join(out_dir, stem + ".npz" if fmt == "npz" else stem)
+
+
+def plan(inputs: list[str], out_dir: str, fmt: str = "npz") -> list[Job]:
+    """One job per audio input (see :func:`kwmlp.audio.find_audio`); two inputs that would write
+    the same output are a :class:`KwmlpError`."""
+    if fmt not in FORMATS:
+        raise KwmlpError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    jobs, seen = [], {}
+    for path, rel in audio.find_audio(inputs):
+        out = output_for(rel, out_dir, fmt)
+        if out in seen:
+            raise KwmlpError(f"{seen[out]} and {path} would both be written to {out}; embed them into separate folders")
+        seen[out] = path
+        jobs.append(Job(path, out))
+    return jobs
+
+
+def is_done(job: Job) -> bool:
+    if job.output.endswith(".npz"):
+        return os.path.isfile(job.output)
+    return all(os.path.isfile(os.path.join(job.output, f + ".npy")) for f in FIELDS)
+
+
+def write_result(job: Job, arrays: dict[str, np.ndarray]) -> None:
+    """Write one input's arrays atomically: a complete file, or none (the old one stays)."""
+    if job.output.endswith(".npz"):
+        with atomic_path(job.output) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+        return
+    for name in FIELDS:  # each file atomic; a folder counts as done (is_done) only when all five exist
+        with atomic_path(os.path.join(job.output, name + ".npy")) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, arrays[name])
+
+
+@dataclass
+class _Decoded:
+    job: Job
+    header: audio.AudioInfo | None = None
+    blocks: list[np.ndarray] = field(default_factory=list)
+
+
+def _decode(jobs: list[Job], out: queue.Queue, stop: threading.Event, block_seconds: float) -> None:
+    """Producer thread: ("begin", job, header), ("data", job, block)..., ("end", job, None) or
+    ("error", job, message) per file, then None (after ("crash", None, exception) if it failed)."""
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    try:
+        for job in jobs:
+            try:
+                if not put(("begin", job, audio.info(job.path))):
+                    return
+                for block in audio.read_blocks(job.path, block_seconds):
+                    if not put(("data", job, block)):
+                        return
+                put(("end", job, None))
+            except KwmlpError as e:
+                put(("error", job, str(e)))
+            except OSError as e:
+                put(("error", job, f"{job.path}: {e.strerror or e}"))
+    except BaseException as e:  # a bug, not a bad file: the consumer raises it rather than wait forever
+        put(("crash", None, e))
+    finally:
+        put(None)
+
+
+class _Batcher:
+    """Clips with the same number of one-second chunks, embedded together ``batch_size`` at a time."""
+
+    def __init__(self, embedder, batch_size: int):
+        self.embedder = embedder
+        self.batch_size = max(1, batch_size)
+        self.groups: dict[int, list[tuple[_Decoded, np.ndarray]]] = {}
+        self.pending = 0  # samples in self.groups
+
+    def add(self, item: _Decoded, clip: np.ndarray) -> Iterator[Outcome]:
+        key = num_chunks(len(clip))
+        group = self.groups.setdefault(key, [])
+        group.append((item, clip))
+        self.pending += len(clip)
+        if len(group) >= self.batch_size:
+            del self.groups[key]
+            self.pending -= sum(len(c) for _, c in group)
+            yield from self._run(group)
+        if self.pending > PENDING_MAX_SECONDS * SAMPLE_RATE:  # many lengths, few of each: bound the memory
+            yield from self.flush()
+
+    def flush(self) -> Iterator[Outcome]:
+        groups, self.groups, self.pending = self.groups, {}, 0
+        for group in groups.values():
+            yield from self._run(group)
+
+    def _run(self, group) -> Iterator[Outcome]:
+        try:
+            results = self.embedder.embed([clip for _, clip in group])
+        except KwmlpError as e:
+            yield from (Outcome(item.job, f"{item.job.path}: {e}") for item, _ in group)
+            return
+        for (item, _), r in zip(group, results):
+            yield _finish(item, r)
+
+
+def _finish(item: _Decoded, r) -> Outcome:
+    h = item.header
+    arrays = {
+        "timestamp_embeddings": r.timestamp_embeddings,
+        "timestamps": r.timestamps,
+        "scene_embedding": r.scene_embeddings,
+        "sample_rate_in": np.int64(h.sample_rate),
+        "duration_s": np.float64(h.duration_s),
+    }
+    try:
+        write_result(item.job, arrays)
+    except OSError as e:
+        return Outcome(item.job, f"{item.job.output}: cannot write ({e.strerror or e})")
+    return Outcome(item.job, seconds=h.duration_s)
+
+
+def embed_files(
+    embedder, jobs: list[Job], batch_size: int = 16, skip_existing: bool = False,
+    block_seconds: float = audio.BLOCK_SECONDS,
+) -> Iterator[Outcome]:
+    """Embed every job's file with ``embedder`` (a :class:`kwmlp.runtime.Embedder`) and write its output.
+
+    Files are decoded on a background thread ``block_seconds`` at a time; clips up to
+    :data:`BATCH_MAX_SECONDS` are batched by chunk count, longer ones streamed through
+    ``embedder.stream()`` (memory bounded by a few blocks).
+    """
+    todo = []
+    for job in jobs:
+        if skip_existing and is_done(job):
+            yield Outcome(job, skipped=True)
+        else:
+            todo.append(job)
+    q: queue.Queue = queue.Queue(maxsize=QUEUE_BLOCKS)
+    stop = threading.Event()
+    thread = threading.Thread(target=_decode, args=(todo, q, stop, block_seconds), name="kwmlp-decode", daemon=True)
+    thread.start()
+    batcher = _Batcher(embedder, batch_size)
+    try:
+        yield from _consume(embedder, q, batcher)
+        yield from batcher.flush()
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _consume(embedder, q: queue.Queue, batcher: _Batcher) -> Iterator[Outcome]:
+    item, stream = None, None  # the file being assembled; None after it failed
+    while (msg := q.get()) is not None:
+        kind, job, payload = msg
+        if kind == "crash":
+            raise RuntimeError("decoding thread failed") from payload
+        if kind == "error":
+            item, stream = None, None
+            yield Outcome(job, payload)
+            continue
+        if kind == "begin":
+            item = _Decoded(job, payload)
+            stream = embedder.stream() if payload.duration_s > BATCH_MAX_SECONDS else None
+            continue
+        if item is None or item.job is not job:  # the rest of a file that already failed
+            continue
+        try:
+            if kind == "data" and stream is not None:
+                stream.feed(payload)
+            elif kind == "data":
+                item.blocks.append(payload)
+            elif stream is not None:
+                yield _finish(item, stream.finish())
+            else:
+                yield from batcher.add(item, np.concatenate(item.blocks))
+        except KwmlpError as e:
+            item, stream = None, None
+            yield Outcome(job, f"{job.path}: {e}")
+
+
+class Progress:
+    """Counts for the progress line: files, hours of audio, times realtime."""
+
+    def __init__(self):
+        self.start = time.perf_counter()
+        self.seconds = 0.0
+        self.done = self.failed = self.skipped = 0
+
+    def add(self, o: Outcome) -> None:
+        if o.skipped:
+            self.skipped += 1
+        elif o.error:
+            self.failed += 1
+        else:
+            self.done += 1
+            self.seconds += o.seconds
+
+    @property
+    def realtime(self) -> float:
+        return self.seconds / max(time.perf_counter() - self.start, 1e-9)
+
+    def postfix(self) -> str:
+        return f"{self.seconds / 3600:.3f} h audio, {self.realtime:.0f}x realtime"
+

@@ -1,0 +1,203 @@
+"""Keyword spotting with the checkpoint's 35-way Speech Commands head: classify one-second clips,
+and spot keywords in long audio with a sliding window.
+
+The sliding window follows the original Keyword-MLP ``window_inference.py``: windows start at
+0, hop, 2·hop, ... as long as the whole window fits; each window is cut or zero-padded at its
+end to one second; a window counts when its top softmax probability exceeds the threshold.
+Modes: ``multi`` returns every such window, ``max`` the most confident one, ``n_voting`` the
+class with most windows. Unlike the original, audio shorter than the window still gets one
+(zero-padded) window instead of none.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+import numpy as np
+
+from kwmlp.dims import CHUNK_SAMPLES, KEYWORDS, SAMPLE_RATE
+from kwmlp.errors import KwmlpError
+
+MODES = ("multi", "max", "n_voting")
+
+
+@dataclass(frozen=True)
+class Detection:
+    """A keyword found in ``[start_s, end_s)`` seconds of the audio.
+
+    ``confidence`` is the softmax probability of ``label`` in its window (for ``n_voting``: the
+    highest over its windows, which then span ``start_s`` to ``end_s``); ``votes`` the number of
+    windows above the threshold that agree.
+    """
+
+    label: str
+    index: int
+    confidence: float
+    start_s: float
+    end_s: float
+    votes: int = 1
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """``(W, C)`` logits -> float32 ``(W, C)`` probabilities."""
+    z = np.asarray(logits, np.float64)
+    z = np.exp(z - z.max(axis=-1, keepdims=True))
+    return (z / z.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def one_second(clip: np.ndarray) -> np.ndarray:
+    """float32 ``(n,)`` 16 kHz -> ``(16000,)``: a shorter clip centred in zeros (padding split evenly
+    before and after, as the keyword set's reference figure was measured), a longer one's loudest
+    second (largest sum of squares)."""
+    clip = np.asarray(clip, np.float32)
+    n = len(clip)
+    if n <= CHUNK_SAMPLES:
+        out = np.zeros(CHUNK_SAMPLES, np.float32)
+        before = (CHUNK_SAMPLES - n) // 2
+        out[before : before + n] = clip
+        return out
+    energy = np.concatenate([[0.0], np.cumsum(clip.astype(np.float64) ** 2)])
+    start = int(np.argmax(energy[CHUNK_SAMPLES:] - energy[:-CHUNK_SAMPLES]))
+    return clip[start : start + CHUNK_SAMPLES].copy()
+
+
+def classify(embedder, clips: list[np.ndarray], top_k: int = 5, batch_size: int = 64) -> list[list[tuple[str, float]]]:
+    """The ``top_k`` (label, probability) pairs of each clip (float32 ``(n,)`` at 16 kHz), best first.
+
+    Each clip is made one second long by :func:`one_second`; windows run in batches.
+    """
+    if not 1 <= top_k <= len(KEYWORDS):
+        raise KwmlpError(f"top_k must be in [1, {len(KEYWORDS)}], got {top_k}")
+    out = []
+    for i in range(0, len(clips), batch_size):
+        windows = np.stack([one_second(c) for c in clips[i : i + batch_size]])
+        probs = softmax(embedder.keyword_logits(windows))
+        for p in probs:
+            best = np.argsort(-p, kind="stable")[:top_k]
+            out.append([(KEYWORDS[j], float(p[j])) for j in best])
+    return out
+
+
+def check_options(window: float, hop: float, threshold: float, mode: str) -> tuple[int, int]:
+    if mode not in MODES:
+        raise KwmlpError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if not 0.0 <= threshold < 1.0:
+        raise KwmlpError(f"threshold must be in [0, 1), got {threshold}")
+    win, step = round(window * SAMPLE_RATE), round(hop * SAMPLE_RATE)
+    if win < 1 or step < 1:
+        raise KwmlpError(f"window and hop must be positive (at least one sample), got {window} s and {hop} s")
+    return win, step
+
+
+def _fit(x: np.ndarray) -> np.ndarray:
+    if len(x) >= CHUNK_SAMPLES:
+        return x[:CHUNK_SAMPLES]
+    return np.concatenate([x, np.zeros(CHUNK_SAMPLES - len(x), np.float32)])
+
+
+class _Windows:
+    """Cuts windows out of audio arriving in pieces, keeping only what later windows need."""
+
+    def __init__(self, win: int, step: int):
+        self.win, self.step = win, step
+        self.buf = np.zeros(0, np.float32)
+        self.base = 0  # absolute index of buf[0]
+        self.next = 0  # absolute start of the next window
+        self.count = 0
+
+    def feed(self, samples: np.ndarray) -> Iterable[tuple[int, np.ndarray]]:
+        self.buf = np.concatenate([self.buf, np.asarray(samples, np.float32)])
+        while self.next + self.win <= self.base + len(self.buf):
+            i = self.next - self.base
+            yield self.next, _fit(self.buf[i : i + self.win])
+            self.next += self.step
+            self.count += 1
+        drop = min(self.next - self.base, len(self.buf))
+        self.buf, self.base = self.buf[drop:], self.base + drop
+
+    def finish(self) -> Iterable[tuple[int, np.ndarray]]:
+        if self.count == 0 and self.base + len(self.buf) > 0:  # shorter than one window
+            yield 0, _fit(self.buf)
+
+
+def spot_stream(
+    embedder, pieces: Iterable[np.ndarray], window: float = 1.0, hop: float = 0.25, threshold: float = 0.85,
+    mode: str = "multi", batch_size: int = 64,
+) -> list[Detection]:
+    """:func:`spot` over audio arriving in pieces (float32 ``(n,)`` at 16 kHz, e.g. read from a long
+    file block by block); memory stays bounded by one piece plus one batch of windows."""
+    win, step = check_options(window, hop, threshold, mode)
+    cutter = _Windows(win, step)
+    found: list[Detection] = []
+    starts: list[int] = []
+    batch: list[np.ndarray] = []
+
+    def run():
+        probs = softmax(embedder.keyword_logits(np.stack(batch)))
+        for s, p in zip(starts, probs):
+            k = int(np.argmax(p))
+            if p[k] > threshold:
+                found.append(Detection(KEYWORDS[k], k, float(p[k]), s / SAMPLE_RATE, (s + win) / SAMPLE_RATE))
+        starts.clear()
+        batch.clear()
+
+    def take(windows):
+        for s, w in windows:
+            starts.append(s)
+            batch.append(w)
+            if len(batch) >= batch_size:
+                run()
+
+    for piece in pieces:
+        take(cutter.feed(piece))
+    take(cutter.finish())
+    if batch:
+        run()
+    return aggregate(found, mode)
+
+
+def spot(
+    embedder, audio: np.ndarray, window: float = 1.0, hop: float = 0.25, threshold: float = 0.85,
+    mode: str = "multi", batch_size: int = 64,
+) -> list[Detection]:
+    """Keywords in float32 ``(n,)`` 16 kHz ``audio``, found with sliding windows of ``window`` seconds
+    every ``hop`` seconds, run through ``embedder.keyword_logits`` ``batch_size`` at a time.
+
+    Returns, in time order: every window whose best class has probability above ``threshold``
+    (``mode="multi"``); only the most confident one (``"max"``); or one detection for the class
+    with most such windows (``"n_voting"``, ties to the earlier class in :data:`KEYWORDS`).
+    """
+    audio = np.asarray(audio)
+    if audio.ndim != 1 or audio.dtype.kind != "f":
+        raise KwmlpError(f"audio must be 1-D floating point samples, got shape {audio.shape} and dtype {audio.dtype}")
+    if not np.isfinite(audio).all():
+        raise KwmlpError("audio contains NaN or Inf")
+    return spot_stream(embedder, [audio], window, hop, threshold, mode, batch_size)
+
+
+def merge(detections: list[Detection]) -> list[Detection]:
+    """Join overlapping or touching windows of the same keyword (time order in and out) into one
+    detection each: from the first start to the last end, the highest confidence, their count as votes."""
+    out: list[Detection] = []
+    for d in detections:
+        last = out[-1] if out else None
+        if last is not None and last.index == d.index and d.start_s <= last.end_s:
+            out[-1] = Detection(d.label, d.index, max(last.confidence, d.confidence), last.start_s,
+                                max(last.end_s, d.end_s), last.votes + d.votes)
+        else:
+            out.append(d)
+    return out
+
+
+def aggregate(detections: list[Detection], mode: str) -> list[Detection]:
+    """Window detections (time order) -> what ``mode`` returns (see :func:`spot`)."""
+    if not detections or mode == "multi":
+        return detections
+    if mode == "max":
+        return [max(detections, key=lambda d: d.confidence)]  # the first one on ties
+    counts = np.bincount([d.index for d in detections], minlength=len(KEYWORDS))
+    winner = int(np.argmax(counts))
+    mine = [d for d in detections if d.index == winner]
+    return [Detection(KEYWORDS[winner], winner, max(d.confidence for d in mine), mine[0].start_s,
+                      max(d.end_s for d in mine), votes=len(mine))]

@@ -1,0 +1,264 @@
+"""TensorRT engines at run time (TensorRT 10.x name-based tensor API, ``execute_async_v3``).
+
+Each thread gets its own engine, execution context, non-default CUDA stream and buffers: a
+profile may serve only one context at a time, and a 0.42 M-parameter engine is cheap to hold
+twice. Device buffers and pinned host buffers grow as needed and are reused across calls; the
+input shape is set per call and output sizes come from the context. With ``cuda_graph=True`` the
+enqueue is captured as a CUDA graph per (profile, input shape), after one plain warm-up run,
+and replayed while buffer addresses stay put.
+
+``tensorrt`` and the CUDA bindings are imported when a runner is created, never at import.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+import numpy as np
+
+from kwmlp.dims import ModelDims
+from kwmlp.errors import KwmlpError
+from kwmlp.runtime.cuda import CudaError
+from kwmlp.runtime.engine_info import EngineInfo, mismatch, read_sidecar, this_device
+from kwmlp.runtime.metadata import ModelInfo
+
+log = logging.getLogger("kwmlp")
+
+
+class EngineMismatch(KwmlpError):
+    """The engine was built for another GPU or TensorRT version (or cannot load here at all)."""
+
+
+_LOGGER = None
+
+
+def trt_logger(trt):
+    """The process's one TensorRT logger: TensorRT warns when builders and runtimes get different ones."""
+    global _LOGGER
+    if _LOGGER is None:
+        _LOGGER = trt.Logger(trt.Logger.WARNING)
+    return _LOGGER
+
+
+def _tensorrt():
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise EngineMismatch("TensorRT is not installed; install it with: pip install 'kwmlp-rt[gpu]', or on a "
+                             "Jetson use JetPack's python3-libnvinfer in a --system-site-packages venv") from None
+    return trt
+
+
+class _Buffer:
+    """A device buffer and its pinned host twin, grown on demand."""
+
+    def __init__(self, cuda, dtype: np.dtype):
+        self.cuda, self.dtype, self.nbytes = cuda, dtype, 0
+        self.device = self.host_ptr = 0
+        self.host = np.empty(0, dtype)
+
+    def ensure(self, nbytes: int) -> bool:
+        """Make room for ``nbytes``; True when the addresses changed."""
+        if self.nbytes and nbytes <= self.nbytes:
+            return False
+        # TensorRT needs a non-null address even for an empty tensor (e.g. 0 timestamps for a clip
+        # under 160 samples): allocate at least 256 bytes, which also keeps its alignment
+        size = max(nbytes, 2 * self.nbytes, 256)
+        self.free()
+        self.nbytes = size
+        self.device = self.cuda.malloc(self.nbytes)
+        self.host, self.host_ptr = self.cuda.pinned(self.nbytes, self.dtype)
+        return True
+
+    def free(self) -> None:
+        if self.nbytes:
+            self.cuda.free(self.device)
+            self.cuda.free_pinned(self.host_ptr)
+            self.nbytes = 0
+
+
+class _Worker:
+    """One thread's engine, context, stream, buffers and captured graphs."""
+
+    def __init__(self, trt, cuda, engine, use_graphs: bool):
+        self.trt, self.cuda, self.engine = trt, cuda, engine
+        self.context = engine.create_execution_context()
+        if self.context is None:
+            raise KwmlpError("TensorRT could not create an execution context (out of GPU memory?)")
+        self.stream = cuda.stream()
+        self.handle = cuda.handle(self.stream)
+        self.profile = 0
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        self.buffers = {n: _Buffer(cuda, np.dtype(trt.nptype(engine.get_tensor_dtype(n)))) for n in names}
+        self.inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self.outputs = [n for n in names if n not in self.inputs]
+        self.use_graphs = use_graphs and cuda.supports_graphs
+        self.warm: set = set()
+        self.graphs: dict = {}
+        self.key = None  # the (profile, shape) this context last ran
+
+    def _drop_graphs(self) -> None:
+        for g in self.graphs.values():
+            self.cuda.destroy_graph(g)
+        self.graphs.clear()
+        self.warm.clear()
+
+    def _enqueue(self) -> None:
+        if not self.context.execute_async_v3(self.handle):
+            raise KwmlpError("TensorRT failed to enqueue the engine (see the TensorRT log)")
+
+    def _execute(self, key) -> None:
+        if not self.use_graphs:
+            return self._enqueue()
+        if key != self.key:
+            # a context's layer resources follow its last profile and shapes: a graph captured at
+            # another shape must not be replayed after them (TensorRT#3798), so one graph a context
+            self._drop_graphs()
+            self.key = key
+        if key in self.graphs:
+            return self.cuda.launch(self.graphs[key], self.stream)
+        if key not in self.warm:  # a graph is captured only after one plain run at this shape
+            self.warm.add(key)
+            return self._enqueue()
+        try:
+            self.graphs[key] = self.cuda.capture(self.stream, self._enqueue)
+        except (CudaError, KwmlpError) as e:  # announced, then plain enqueue from now on
+            log.warning("kwmlp: CUDA graph capture failed (%s); running without CUDA graphs", e)
+            self.use_graphs = False
+            return self._enqueue()
+        self.cuda.launch(self.graphs[key], self.stream)
+
+    def run(self, x: np.ndarray, profile: int) -> dict[str, np.ndarray]:
+        name = self.inputs[0]
+        ctx = self.context
+        if profile != self.profile:  # before set_input_shape: switching invalidates the shapes
+            if not ctx.set_optimization_profile_async(profile, self.handle):
+                raise KwmlpError(f"TensorRT could not switch to optimization profile {profile}")
+            self.profile = profile
+        if not ctx.set_input_shape(name, tuple(x.shape)):
+            raise KwmlpError(f"TensorRT rejected input shape {tuple(x.shape)} for profile {profile}")
+        missing = ctx.infer_shapes()
+        if missing:
+            raise KwmlpError(f"TensorRT could not infer the shapes of {', '.join(missing)}")
+        shapes = {}
+        moved = False
+        for n, buf in self.buffers.items():
+            shape = tuple(ctx.get_tensor_shape(n))
+            if any(d < 0 for d in shape):  # KW-MLP has no data-dependent output shapes
+                raise KwmlpError(f"TensorRT left output {n} with an unresolved shape {shape}")
+            shapes[n] = shape
+            moved |= buf.ensure(int(np.prod(shape, dtype=np.int64)) * buf.dtype.itemsize)
+            if not ctx.set_tensor_address(n, buf.device):
+                raise KwmlpError(f"TensorRT rejected the device address of tensor {n}")
+        if moved:
+            self._drop_graphs()
+        src = self.buffers[name]
+        nbytes = x.size * src.dtype.itemsize
+        np.copyto(src.host[: x.size], x.reshape(-1), casting="same_kind")
+        self.cuda.h2d(src.device, src.host_ptr, nbytes, self.stream)
+        self._execute((profile, tuple(x.shape)))
+        for n in self.outputs:
+            buf = self.buffers[n]
+            self.cuda.d2h(buf.host_ptr, buf.device, int(np.prod(shapes[n], dtype=np.int64)) * buf.dtype.itemsize,
+                          self.stream)
+        self.cuda.sync(self.stream)
+        out = {}
+        for n in self.outputs:
+            size = int(np.prod(shapes[n], dtype=np.int64))
+            out[n] = self.buffers[n].host[:size].reshape(shapes[n]).astype(np.float32, copy=True)
+        return out
+
+    def close(self) -> None:
+        self._drop_graphs()
+        for buf in self.buffers.values():
+            buf.free()
+        self.cuda.destroy_stream(self.stream)
+
+
+class TrtRunner:
+    """A TensorRT engine written by ``kwmlp build``, with the OrtRunner interface: ``run(feeds)``.
+
+    ``run`` is thread-safe (a worker per thread); batches larger than every profile that takes
+    the input's length run in pieces. Raises :class:`EngineMismatch` when the engine cannot run
+    on this machine (another GPU or TensorRT version, no TensorRT, no GPU).
+    """
+
+    def __init__(self, path: str, cuda_graph: bool = False):
+        self.path = path
+        try:
+            self.info: EngineInfo = read_sidecar(path)
+        except KwmlpError as e:
+            raise EngineMismatch(str(e)) from None
+        trt = _tensorrt()
+        from kwmlp.runtime import cuda as cuda_api
+
+        try:
+            self.cuda = cuda_api.load()
+        except KwmlpError as e:
+            raise EngineMismatch(str(e)) from None
+        with self.cuda.context():
+            here = this_device(trt, self.cuda)
+        reason = mismatch(self.info.device, here)
+        if reason:
+            raise EngineMismatch(f"{path} cannot run here: {reason}")
+        self.trt, self.cuda_graph = trt, cuda_graph
+        self._runtime = trt.Runtime(trt_logger(trt))  # outlives every engine deserialized from it
+        with open(path, "rb") as f:
+            self._plan = f.read()
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._workers: list[_Worker] = []
+        first = self._worker()
+        self.inputs = {n: None for n in first.inputs}
+        self.outputs = list(first.outputs)
+        self.providers = [f"TensorRT {trt.__version__}"]
+        dims = ModelDims(**self.info.export.get("dims", {}))
+        export = {k: v for k, v in self.info.export.items() if k != "dims"}
+        self.metadata = ModelInfo(dims=dims, **export).to_props()
+        self.max_samples = max(p.max[1] for p in self.info.profiles)
+
+    def _worker(self) -> _Worker:
+        w = getattr(self._local, "worker", None)
+        if w is None:
+            with self._lock, self.cuda.context():
+                engine = self._runtime.deserialize_cuda_engine(self._plan)
+                if engine is None:
+                    raise EngineMismatch(f"{self.path} could not be deserialized by TensorRT {self.trt.__version__}; "
+                                         "rebuild it here with `kwmlp build`")
+                w = _Worker(self.trt, self.cuda, engine, self.cuda_graph)
+                self._workers.append(w)
+            self._local.worker = w
+        return w
+
+    def _pieces(self, shape: tuple[int, int]) -> tuple[int, int]:
+        """(profile, rows per call) for an input of ``shape``."""
+        k = self.info.profile_for(shape)
+        if k is not None:
+            return k, shape[0]
+        takes = [(p.max[0], i) for i, p in enumerate(self.info.profiles) if p.min[1] <= shape[1] <= p.max[1]]
+        if not takes:
+            raise KwmlpError(f"{self.path}: no optimization profile takes inputs of {shape[1]} samples")
+        rows, k = max(takes)
+        return k, rows
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        (x,) = feeds.values()
+        profile, rows = self._pieces(x.shape)
+        w = self._worker()
+        with self.cuda.context():
+            parts = [w.run(x[i : i + rows], profile) for i in range(0, x.shape[0], rows)]
+        if len(parts) == 1:
+            return parts[0]
+        return {n: np.concatenate([p[n] for p in parts]) for n in self.outputs}
+
+    def close(self) -> None:
+        with self._lock, self.cuda.context():
+            for w in self._workers:
+                w.close()
+            self._workers.clear()
+
+
+def keywords_engine_path(engine_path: str, info: EngineInfo) -> str:
+    return os.path.join(os.path.dirname(engine_path), info.keywords_engine)

@@ -1,0 +1,275 @@
+"""The TensorRT runner's own logic (profile choice, buffers sized from the context, pieces and
+blocks, CUDA-graph bookkeeping, a worker per thread), run on the CPU against a fake of the
+TensorRT 10 runtime API whose "engine" executes the ONNX graph with ONNX Runtime, and a fake CUDA
+API over host memory. What TensorRT itself computes is for the `gpu` tests; this checks that the
+runner moves the right bytes in and out for every path."""
+
+import contextlib
+import ctypes
+import threading
+import types
+
+import numpy as np
+import pytest
+
+from conftest import max_abs
+
+ORT_FLOAT = np.float32
+
+
+class FakeCuda:
+    name, supports_graphs = "fake", True
+
+    def __init__(self):
+        self.mem, self.launches, self.captures = {}, 0, 0
+
+    def context(self):
+        return contextlib.nullcontext()
+
+    def device(self):
+        return "Fake GPU", "8.7", "12.6"
+
+    def stream(self):
+        return object()
+
+    def handle(self, stream):
+        return id(stream)
+
+    def malloc(self, nbytes):
+        a = np.zeros(nbytes, np.uint8)
+        self.mem[a.ctypes.data] = a
+        return a.ctypes.data
+
+    def free(self, ptr):
+        del self.mem[ptr]
+
+    def pinned(self, nbytes, dtype):
+        ptr = self.malloc(nbytes)
+        return self.mem[ptr].view(dtype), ptr
+
+    free_pinned = free
+
+    def h2d(self, dst, src, nbytes, stream):
+        ctypes.memmove(dst, src, nbytes)
+
+    d2h = h2d
+
+    def sync(self, stream):
+        pass
+
+    def capture(self, stream, enqueue):
+        self.captures += 1
+        return enqueue  # replaying the graph = the same enqueue on the same addresses
+
+    def launch(self, graph, stream):
+        self.launches += 1
+        graph()
+
+    def destroy_graph(self, graph):
+        pass
+
+    def destroy_stream(self, stream):
+        pass
+
+
+def fake_tensorrt(profiles):
+    import onnxruntime as ort
+
+    class Context:
+        def __init__(self, engine):
+            self.e, self.shape, self.addr, self.profile = engine, None, {}, 0
+
+        def set_optimization_profile_async(self, k, handle):
+            self.profile, self.shape = k, None
+            return True
+
+        def set_input_shape(self, name, shape):
+            ok = profiles[self.profile].fits(tuple(shape))
+            self.shape = tuple(shape) if ok else None
+            return ok
+
+        def infer_shapes(self):
+            return [] if self.shape else [self.e.input]
+
+        def get_tensor_shape(self, name):
+            if name == self.e.input:
+                return self.shape
+            zeros = np.zeros(self.shape, ORT_FLOAT)
+            return self.e.session.run([name], {self.e.input: zeros})[0].shape
+
+        def set_tensor_address(self, name, ptr):
+            if not ptr:  # TensorRT needs a non-null address, empty tensors included
+                return False
+            self.addr[name] = ptr
+            return True
+
+        def execute_async_v3(self, handle):
+            n = int(np.prod(self.shape))
+            x = np.frombuffer((ctypes.c_float * n).from_address(self.addr[self.e.input]), np.float32).reshape(self.shape)
+            for name, y in zip(self.e.outputs, self.e.session.run(self.e.outputs, {self.e.input: x.copy()})):
+                y = np.ascontiguousarray(y, np.float32)
+                ctypes.memmove(self.addr[name], y.ctypes.data, y.nbytes)
+            return True
+
+    class Engine:
+        def __init__(self, onnx_path):
+            self.session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+            self.input = self.session.get_inputs()[0].name
+            self.outputs = [o.name for o in self.session.get_outputs()]
+            self.names = [self.input] + self.outputs
+            self.num_io_tensors = len(self.names)
+
+        def get_tensor_name(self, i):
+            return self.names[i]
+
+        def get_tensor_mode(self, name):
+            return "in" if name == self.input else "out"
+
+        def get_tensor_dtype(self, name):
+            return "float32"
+
+        def create_execution_context(self):
+            return Context(self)
+
+    class Runtime:
+        def __init__(self, logger):
+            pass
+
+        def deserialize_cuda_engine(self, plan):
+            return Engine(plan.decode())  # the fake plan is the ONNX's path
+
+    return types.SimpleNamespace(
+        __version__="10.3.0", Logger=type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None}),
+        Runtime=Runtime, TensorIOMode=types.SimpleNamespace(INPUT="in"), nptype=lambda t: np.float32,
+    )
+
+
+@pytest.fixture
+def fake_engine(random_exported, tmp_path, monkeypatch):
+    """``kwmlp.engine`` + ``kwmlp.keywords.engine`` with one small profile (2 clips of 3 s, 4 windows)."""
+    from kwmlp.export import keywords_path_for
+    from kwmlp.runtime import cuda as cuda_api
+    from kwmlp.runtime.engine_info import Device, EngineInfo, Profile, write_sidecar
+    from kwmlp.runtime.metadata import ModelInfo
+    from kwmlp.runtime.onnxruntime_backend import OrtRunner
+
+    onnx_path = random_exported()
+    audio = (Profile("small", (1, 1), (1, 16000), (2, 48000)),)
+    windows = (Profile("windows", (1, 16000), (2, 16000), (4, 16000)),)
+    trt = {"audio": fake_tensorrt(audio), "windows": fake_tensorrt(windows)}
+    device = Device("Fake GPU", "8.7", "10.3.0", "12.6")
+    for name, src, profiles in (("kwmlp.keywords.engine", keywords_path_for(onnx_path), windows),
+                                ("kwmlp.engine", onnx_path, audio)):
+        (tmp_path / name).write_bytes(src.encode())
+        export = ModelInfo.from_props(OrtRunner(src).metadata, src).summary()
+        write_sidecar(str(tmp_path / name), EngineInfo(device, profiles[0].name, profiles, "fp32", "strongly-typed",
+                                                       src, "0" * 64, export, "kwmlp.keywords.engine"))
+    cuda = FakeCuda()
+    monkeypatch.setattr(cuda_api, "load", lambda: cuda)
+    # one fake module, dispatching on what the plan holds: embedding or keyword graph
+    import sys
+
+    def runtime(logger):
+        class R:
+            def deserialize_cuda_engine(self, plan):
+                kind = "windows" if plan.decode().endswith(".keywords.onnx") else "audio"
+                return trt[kind].Runtime(logger).deserialize_cuda_engine(plan)
+        return R()
+
+    monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(**{**vars(trt["audio"]), "Runtime": runtime}))
+    return str(tmp_path / "kwmlp.engine"), onnx_path, cuda
+
+
+def test_runner_equals_onnxruntime_on_every_path(fake_engine):
+    from kwmlp.runtime import Embedder
+
+    engine, onnx_path, cuda = fake_engine
+    e = Embedder(engine, backend="tensorrt")
+    ort = Embedder(onnx_path, backend="onnxruntime-cpu")
+    assert e.backend == "tensorrt" and e.info == ort.info
+    rng = np.random.default_rng(0)
+    for shape in [(1, 100), (2, 40000), (5, 20000), (1, 16000 * 7 + 5)]:  # fits; fits; 5 > 2 clips; 7 s > 3 s
+        audio = rng.uniform(-0.5, 0.5, shape).astype(np.float32)
+        got, want = e.embed(audio), ort.embed(audio)
+        assert max_abs(got.timestamp_embeddings, want.timestamp_embeddings) <= 1e-5
+        assert max_abs(got.scene_embeddings, want.scene_embeddings) <= 1e-5
+        np.testing.assert_array_equal(got.timestamps, want.timestamps)
+    windows = rng.uniform(-0.5, 0.5, (9, 16000)).astype(np.float32)  # 9 > 4 windows: in pieces
+    assert max_abs(e.keyword_logits(windows), ort.keyword_logits(windows)) <= 1e-5
+
+
+def test_cuda_graphs_are_captured_once_per_shape(fake_engine):
+    from kwmlp.runtime import Embedder
+
+    engine, _, cuda = fake_engine
+    plain = Embedder(engine, backend="tensorrt")
+    graphs = Embedder(engine, backend="tensorrt", cuda_graph=True)
+    audio = np.random.default_rng(1).uniform(-0.5, 0.5, (2, 30000)).astype(np.float32)
+    want = plain.embed(audio)
+    for _ in range(4):  # plain warm-up, capture + launch, launch, launch
+        np.testing.assert_array_equal(graphs.embed(audio).scene_embeddings, want.scene_embeddings)
+    assert (cuda.captures, cuda.launches) == (1, 3)
+    graphs.embed(audio[:1])  # a new shape: warm-up again, no capture yet
+    assert (cuda.captures, cuda.launches) == (1, 3)
+
+
+def test_cuda_graph_is_recaptured_after_another_shape(fake_engine):
+    # a context keeps one graph: replaying shape A's graph after running shape B would use B's state
+    from kwmlp.runtime import Embedder
+
+    engine, _, cuda = fake_engine
+    plain = Embedder(engine, backend="tensorrt")
+    graphs = Embedder(engine, backend="tensorrt", cuda_graph=True)
+    rng = np.random.default_rng(2)
+    a, b = rng.uniform(-0.5, 0.5, (2, 30000)).astype(np.float32), rng.uniform(-0.5, 0.5, (1, 40000)).astype(np.float32)
+    for x in (a, a, b, b, a, a):
+        np.testing.assert_array_equal(graphs.embed(x).scene_embeddings, plain.embed(x).scene_embeddings)
+    # each run of two: a plain warm-up, then a capture and its launch; never a replay across shapes
+    assert (cuda.captures, cuda.launches) == (3, 3)
+
+
+def test_empty_outputs_get_real_addresses(fake_engine):
+    from kwmlp.runtime import Embedder
+
+    engine, _, _ = fake_engine
+    r = Embedder(engine, backend="tensorrt").embed(np.zeros((2, 100), np.float32))  # 0 timestamps
+    assert r.timestamp_embeddings.shape == (2, 0, 64) and r.scene_embeddings.shape == (2, 1024)
+
+
+def test_a_worker_per_thread(fake_engine):
+    from kwmlp.runtime import Embedder
+
+    engine, _, _ = fake_engine
+    e = Embedder(engine, backend="tensorrt")
+    audio = [np.random.default_rng(i).uniform(-0.5, 0.5, (2, 20000 + 9000 * i)).astype(np.float32) for i in range(2)]
+    want = [e.embed(a).scene_embeddings for a in audio]
+    got, errors = {}, []
+
+    def work(i):
+        try:
+            for _ in range(3):
+                got[i] = e.embed(audio[i]).scene_embeddings
+        except Exception as ex:  # noqa: BLE001 - reported below
+            errors.append(ex)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert not errors and all(np.array_equal(got[i], want[i]) for i in range(2))
+    assert len(e._runner._workers) == 3  # the main thread's and one per thread
+
+
+def test_engine_for_another_gpu_falls_back(fake_engine, caplog, monkeypatch):
+    import logging
+
+    from kwmlp.runtime import Embedder
+    from kwmlp.runtime.tensorrt_backend import EngineMismatch
+
+    engine, onnx_path, cuda = fake_engine
+    monkeypatch.setattr(cuda, "device", lambda: ("NVIDIA H100", "9.0", "12.6"))
+    with pytest.raises(EngineMismatch, match=r"cannot run here: it was built for Fake GPU \(compute capability 8.7\)"):
+        Embedder(engine, backend="tensorrt")
+    with caplog.at_level(logging.INFO, logger="kwmlp"):
+        e = Embedder(engine)
+    assert e.backend == "onnxruntime-cpu"
+    assert any("falling back to" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
