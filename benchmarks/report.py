@@ -22,9 +22,9 @@ def markdown(results: dict) -> str:
     m = results["machine"]
     ref = {_label(r): r for r in results["results"] if r["backend"] == REFERENCE}
     lines = [
-        f"# kwmlp bench", "",
+        "# kwmlp bench", "",
         f"- CPU: {m['cpu']} ({m['cores']} physical cores, {results['threads']} threads); GPU: {m['gpu']}",
-        f"- versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
         f"- load average at start {m['load_average'][0]:.2f}, at end {m['load_average_end'][0]:.2f}"
         if m.get("load_average") else "- load average: unknown", "",
         "| backend | precision | workload | x realtime | vs reference | p50 ms | p90 ms | p99 ms | p50 vs reference "

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kwmlp.benchmarks import backends, machine, report
-from kwmlp.benchmarks.workloads import GRID, QUICK, SCALING, Workload
+from kwmlp.benchmarks.workloads import GRID, SCALING, Workload
 from kwmlp.errors import KwmlpError
 from kwmlp.fileio import write_bytes_atomic
 

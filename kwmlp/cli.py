@@ -15,7 +15,7 @@ import kwmlp
 from kwmlp.errors import KwmlpError
 
 # module names under kwmlp.commands; each defines add_parser(subparsers) -> parser with a `run`
-COMMANDS = ("export", "build", "info", "embed", "classify", "spot", "download", "bench")
+COMMANDS = ("export", "build", "info", "embed", "classify", "spot", "download", "bench", "triton-repo")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
-        importlib.import_module(f"kwmlp.commands.{name}").add_parser(sub)
+        importlib.import_module(f"kwmlp.commands.{name.replace('-', '_')}").add_parser(sub)
     return parser
 
 

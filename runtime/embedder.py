@@ -11,6 +11,7 @@ import numpy as np
 from kwmlp.dims import CHUNK_SAMPLES, num_chunks
 from kwmlp.errors import KwmlpError
 from kwmlp.runtime.backends import BACKENDS, DEVICES, open_model
+from kwmlp.runtime.batching import embed_clips
 from kwmlp.runtime.blocks import ClipStream
 from kwmlp.runtime.inputs import as_audio_batch, as_windows, is_clip_list
 from kwmlp.runtime.metadata import LAYOUT_EMBEDDINGS, LAYOUT_KEYWORDS, ModelInfo
@@ -115,7 +116,7 @@ class Embedder:
         Audio outside [-1, 1] is used as is, like the original package does.
         """
         if is_clip_list(audio):
-            return self._embed_list(audio)
+            return embed_clips(audio, self._embed_batch)
         x, squeeze = as_audio_batch(audio)
         r = self._embed_batch(x)
         return r[0] if squeeze else r
@@ -142,30 +143,6 @@ class Embedder:
         (e.g. read from a long file): ``s.feed(samples)`` repeatedly, then ``s.finish()``.
         Memory stays bounded by the block size plus 25 KB per second of audio."""
         return ClipStream(self.chunk_embeddings_unchecked, self.info.scene, self.block_seconds or DEFAULT_BLOCK_SECONDS)
-
-    def _embed_list(self, clips) -> list[EmbeddingResult]:
-        # Clips that occupy the same number of one-second chunks form one batch: zero-padding a
-        # clip to another of the same S leaves its chunks, hence all its frames, unchanged.
-        arrays = [as_audio_batch(c, f"clip {i}")[0][0] for i, c in enumerate(clips)]
-        for i, a in enumerate(arrays):
-            if a.ndim != 1:
-                raise KwmlpError(f"clip {i} must be 1-D, got shape {a.shape}")
-        groups: dict[int, list[int]] = {}
-        for i, a in enumerate(arrays):
-            groups.setdefault(num_chunks(len(a)), []).append(i)
-        results: list[EmbeddingResult | None] = [None] * len(arrays)
-        for members in groups.values():
-            longest = max(len(arrays[i]) for i in members)
-            batch = np.zeros((len(members), longest), np.float32)
-            for row, i in enumerate(members):
-                batch[row, : len(arrays[i])] = arrays[i]
-            r = self._embed_batch(batch)
-            for row, i in enumerate(members):
-                n = len(arrays[i]) // 160
-                results[i] = EmbeddingResult(
-                    r.timestamp_embeddings[row, :n], r.timestamps[row, :n], r.scene_embeddings[row]
-                )
-        return results
 
     # --- keywords ------------------------------------------------------------------------
 

@@ -1,0 +1,158 @@
+"""``kwmlp triton-repo``: a Triton model repository for an exported model.
+
+``REPO/kwmlp/config.pbtxt`` + ``REPO/kwmlp/1/model.onnx`` (platform ``onnxruntime_onnx``), and
+the keyword head as a second model ``REPO/kwmlp_keywords``. With ``backend="python"`` the models
+run kwmlp-rt's own runtime inside Triton's Python backend instead (for servers without the
+ONNX Runtime backend, e.g. the CPU-only server bundled with nvidia-pytriton). Inputs, outputs
+and dtypes are read from the model itself; the config is written through Triton's own
+``ModelConfig`` protobuf, so it parses by construction.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+
+from kwmlp.errors import KwmlpError, missing_extra
+
+BACKENDS = ("onnxruntime", "python")
+KINDS = ("auto", "gpu", "cpu")
+_ORT_TYPES = {"tensor(float)": "TYPE_FP32", "tensor(float16)": "TYPE_FP16", "tensor(int64)": "TYPE_INT64"}
+PYTHON_MODEL = os.path.join(os.path.dirname(__file__), "triton_python_model.py")
+
+
+@dataclass(frozen=True)
+class RepositoryOptions:
+    name: str = "kwmlp"
+    backend: str = "onnxruntime"
+    max_batch_size: int = 16
+    preferred_batch_sizes: tuple[int, ...] = (4, 8, 16)
+    max_queue_delay_us: int = 2000
+    instance_count: int = 1
+    kind: str = "auto"  # auto: KIND_GPU for TensorRT/ORT-TensorRT, else KIND_CPU
+    tensorrt_accelerator: bool = False  # ORT's TensorRT execution accelerator (GPU servers)
+    keywords: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def check(self) -> None:
+        if self.backend not in BACKENDS:
+            raise KwmlpError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.kind not in KINDS:
+            raise KwmlpError(f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        if self.max_batch_size < 1 or self.instance_count < 1:
+            raise KwmlpError("max batch size and instance count must be at least 1")
+        if any(not 1 <= b <= self.max_batch_size for b in self.preferred_batch_sizes):
+            raise KwmlpError(f"preferred batch sizes must lie in [1, {self.max_batch_size}], got "
+                             f"{list(self.preferred_batch_sizes)}")
+        if self.tensorrt_accelerator and self.backend != "onnxruntime":
+            raise KwmlpError("the TensorRT accelerator applies to the onnxruntime backend only")
+
+
+def _pb():
+    try:
+        from google.protobuf import text_format
+        from tritonclient.grpc import model_config_pb2
+    except ImportError as e:
+        raise missing_extra("tritonclient", "distributed") from e
+    return model_config_pb2, text_format
+
+
+def model_io(path: str) -> tuple[list[tuple[str, str, list]], list[tuple[str, str, list]], dict[str, str]]:
+    """``(inputs, outputs, metadata)`` of an exported ONNX model: (name, Triton dtype, dims
+    without the batch axis, -1 for dynamic)."""
+    from kwmlp.runtime.onnxruntime_backend import OrtRunner
+
+    runner = OrtRunner(path, threads=1)
+
+    def triton(args):
+        out = []
+        for a in args:
+            if a.type not in _ORT_TYPES:
+                raise KwmlpError(f"{path}: tensor {a.name} has type {a.type}, which the repository cannot declare")
+            dims = [d if isinstance(d, int) and d > 0 else -1 for d in a.shape[1:]]  # axis 0 is the batch
+            out.append((a.name, _ORT_TYPES[a.type], dims))
+        return out
+
+    return triton(runner.session.get_inputs()), triton(runner.session.get_outputs()), runner.metadata
+
+
+def model_config(name: str, io, options: RepositoryOptions, gpu_capable: bool):
+    """The ``ModelConfig`` protobuf of one model."""
+    pb, _ = _pb()
+    inputs, outputs, _ = io
+    cfg = pb.ModelConfig(name=name, max_batch_size=options.max_batch_size)
+    if options.backend == "python":
+        cfg.backend = "python"
+        cfg.parameters["model_file"].string_value = "model.onnx"
+    else:
+        cfg.platform = "onnxruntime_onnx"
+    for n, t, dims in inputs:
+        cfg.input.add(name=n, data_type=pb.DataType.Value(t), dims=dims)
+    for n, t, dims in outputs:
+        cfg.output.add(name=n, data_type=pb.DataType.Value(t), dims=dims)
+    cfg.dynamic_batching.preferred_batch_size.extend(options.preferred_batch_sizes)
+    cfg.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
+    gpu = options.kind == "gpu" or (options.kind == "auto" and gpu_capable)
+    cfg.instance_group.add(count=options.instance_count,
+                           kind=pb.ModelInstanceGroup.Kind.Value("KIND_GPU" if gpu else "KIND_CPU"))
+    if options.tensorrt_accelerator:
+        acc = cfg.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
+        # an FP16 export carries its own casts: TensorRT keeps the graph's precisions
+        acc.parameters["precision_mode"] = "FP32"
+        acc.parameters["max_workspace_size_bytes"] = str(1 << 30)
+    return cfg
+
+
+def _write_model(repo: str, name: str, onnx_path: str, options: RepositoryOptions, gpu_capable: bool) -> str:
+    _, text_format = _pb()
+    cfg = model_config(name, model_io(onnx_path), options, gpu_capable)
+    os.makedirs(repo, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{name}.", dir=repo)
+    try:
+        os.makedirs(os.path.join(tmp, "1"))
+        shutil.copyfile(onnx_path, os.path.join(tmp, "1", "model.onnx"))
+        if options.backend == "python":
+            shutil.copyfile(PYTHON_MODEL, os.path.join(tmp, "1", "model.py"))
+        with open(os.path.join(tmp, "config.pbtxt"), "w") as f:
+            f.write(text_format.MessageToString(cfg))
+        final = os.path.join(repo, name)
+        # swap in the new model directory; an old one is removed only once the new one is complete
+        old = final + ".old" if os.path.exists(final) else None
+        if old:
+            os.replace(final, old)
+        os.replace(tmp, final)
+        if old:
+            shutil.rmtree(old)
+        return final
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp)
+
+
+def write_repository(model_path: str, repo: str, options: RepositoryOptions = RepositoryOptions()) -> list[str]:
+    """Write the model(s) of an exported ``.onnx`` into the Triton repository ``repo``.
+
+    Returns the model directories written: ``repo/NAME`` and, with ``options.keywords``,
+    ``repo/NAME_keywords``.
+    """
+    from kwmlp.runtime.metadata import LAYOUT_EMBEDDINGS, ModelInfo
+
+    options.check()
+    if not os.path.isfile(model_path):
+        raise KwmlpError(f"model file {model_path} does not exist")
+    if not model_path.endswith(".onnx"):
+        raise KwmlpError(f"{model_path}: expected an exported .onnx")
+    _, _, meta = model_io(model_path)
+    info = ModelInfo.from_props(meta, model_path)
+    if info.layout != LAYOUT_EMBEDDINGS:
+        raise KwmlpError(f"{model_path} is not the embedding model of an export")
+    gpu_capable = options.tensorrt_accelerator
+    written = [_write_model(repo, options.name, model_path, options, gpu_capable)]
+    if options.keywords:
+        kw = os.path.join(os.path.dirname(model_path), info.keywords_model)
+        if not os.path.isfile(kw):
+            raise KwmlpError(f"the keyword model {kw} is missing; export again or pass --no-keywords")
+        written.append(_write_model(repo, f"{options.name}_keywords", kw, options, gpu_capable))
+    return written

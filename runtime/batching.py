@@ -1,0 +1,41 @@
+"""Clips of different lengths as few batches: those with the same number of one-second chunks
+S run together, zero-padded to the longest (exact: padding within S leaves every chunk as is)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+
+from kwmlp.dims import HOP_LENGTH, num_chunks
+from kwmlp.errors import KwmlpError
+from kwmlp.runtime.inputs import as_audio_batch
+
+if TYPE_CHECKING:
+    from kwmlp.runtime.embedder import EmbeddingResult
+
+
+def embed_clips(clips, embed_batch: Callable[[np.ndarray], EmbeddingResult]) -> list[EmbeddingResult]:
+    """Embed a list of 1-D clips with ``embed_batch((B, L) float32) -> EmbeddingResult``;
+    returns one result per clip, without a batch axis, timestamps cut to its own ``L // 160``."""
+    from kwmlp.runtime.embedder import EmbeddingResult
+
+    arrays = []
+    for i, c in enumerate(clips):
+        a, squeeze = as_audio_batch(c, f"clip {i}")
+        if not squeeze:
+            raise KwmlpError(f"clip {i} must be 1-D, got shape {np.shape(c)}")
+        arrays.append(a[0])
+    groups: dict[int, list[int]] = {}
+    for i, a in enumerate(arrays):
+        groups.setdefault(num_chunks(len(a)), []).append(i)
+    results: list = [None] * len(arrays)
+    for members in groups.values():
+        batch = np.zeros((len(members), max(len(arrays[i]) for i in members)), np.float32)
+        for row, i in enumerate(members):
+            batch[row, : len(arrays[i])] = arrays[i]
+        r = embed_batch(batch)
+        for row, i in enumerate(members):
+            n = len(arrays[i]) // HOP_LENGTH
+            results[i] = EmbeddingResult(r.timestamp_embeddings[row, :n], r.timestamps[row, :n], r.scene_embeddings[row])
+    return results
