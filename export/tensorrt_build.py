@@ -13,14 +13,13 @@ Importing this module needs neither TensorRT nor a GPU: they are loaded by :func
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from dataclasses import dataclass
 
 from kwmlp.dims import CHUNK_SAMPLES
 from kwmlp.errors import KwmlpError
-from kwmlp.fileio import write_bytes_atomic
+from kwmlp.fileio import sha256_file, write_bytes_atomic
 from kwmlp.runtime.engine_info import EngineInfo, Profile, this_device, timing_cache_path, write_sidecar
 
 log = logging.getLogger("kwmlp")
@@ -90,14 +89,6 @@ def keyword_profiles() -> tuple[Profile, ...]:
     """The keyword engine's one profile for ``windows (W, 16000)``; longer calls go in pieces."""
     lo, opt, hi = KEYWORD_WINDOWS
     return (Profile("windows", (lo, CHUNK_SAMPLES), (opt, CHUNK_SAMPLES), (hi, CHUNK_SAMPLES)),)
-
-
-def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def import_tensorrt():

@@ -8,20 +8,12 @@ import urllib.error
 import urllib.request
 
 from kwmlp.errors import KwmlpError
-from kwmlp.fileio import atomic_path
+from kwmlp.fileio import atomic_path, sha256_file
 
 CHECKPOINT_URL = "https://github.com/ID56/HEAR-2021-Audio-MLP/raw/main/checkpoints/kwmlp.pth"
 CHECKPOINT_SHA256 = "bfb3c2b1da7f723bba8fd1ad96f5be9b25fa79de48af80ce0235e4871613c016"  # KW-MLP-12, CC BY-SA 4.0
 CHECKPOINT_NAME = "kwmlp.pth"
 _CHUNK = 1 << 20
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(_CHUNK):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _offline(url: str, reason) -> KwmlpError:
@@ -42,7 +34,7 @@ def download(url: str = CHECKPOINT_URL, dest: str | os.PathLike = os.path.join("
     replace it).
     """
     dest = os.fspath(dest)
-    if os.path.isfile(dest) and sha256_of(dest) == sha256:
+    if os.path.isfile(dest) and sha256_file(dest) == sha256:
         return False
     try:
         response = opener(url, timeout=timeout)

@@ -38,9 +38,9 @@ def cache_dir() -> str:
 
 
 def _exported(checkpoint: str) -> str:
-    from kwmlp.download import sha256_of
+    from kwmlp.fileio import sha256_file
 
-    digest = sha256_of(checkpoint)
+    digest = sha256_file(checkpoint)
     # the version too: another release may export a different graph from the same weights
     path = os.path.join(cache_dir(), digest, f"kwmlp-{kwmlp.__version__}.onnx")
     if not os.path.isfile(path):

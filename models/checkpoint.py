@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 
@@ -10,6 +9,7 @@ import torch
 
 from kwmlp.dims import ModelDims
 from kwmlp.errors import KwmlpError
+from kwmlp.fileio import sha256_file  # noqa: F401  (re-exported by kwmlp.models)
 from kwmlp.models.network import KWMLP
 
 _BLOCK_KEYS = (
@@ -27,14 +27,6 @@ _TOP_KEYS = (
 
 class CheckpointError(KwmlpError):
     """The file is not a KW-MLP checkpoint in the original HEAR format."""
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:

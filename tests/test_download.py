@@ -74,7 +74,7 @@ def test_cli_from_a_file_url(checkpoint, tmp_path):
                         "--url", f"file://{checkpoint}"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert f"sha256 {dl.CHECKPOINT_SHA256} verified" in r.stdout
-    assert dl.sha256_of(tmp_path / "m" / "kwmlp.pth") == dl.CHECKPOINT_SHA256
+    assert dl.sha256_file(tmp_path / "m" / "kwmlp.pth") == dl.CHECKPOINT_SHA256
 
 
 def test_cli_offline_is_one_line(tmp_path):

@@ -50,11 +50,11 @@ def test_onnx_and_float64_input(exported):
 
 
 def test_pth_is_exported_once_into_the_cache(random_checkpoint, cache):
-    from kwmlp.download import sha256_of
+    from kwmlp.fileio import sha256_file
 
     hear.load_model(random_checkpoint)
     [entry] = cache.iterdir()
-    assert entry.name == sha256_of(random_checkpoint)
+    assert entry.name == sha256_file(random_checkpoint)
     onnx = next(entry.glob("kwmlp-*.onnx"))
     before = onnx.stat().st_mtime_ns
     model = hear.load_model(random_checkpoint)
