@@ -63,6 +63,39 @@ def test_repository_is_replaced_whole(random_exported, tmp_path):
     assert sorted(p.name for p in repo.iterdir()) == ["kwmlp", "kwmlp_keywords", "other"]
 
 
+def test_tensorrt_plan_repository(random_exported, tmp_path):
+    # an engine is copied as model.plan; its inputs and outputs come from the export it was built
+    # from, and Triton's max_batch_size is bounded by the engine's largest profile batch
+    from kwmlp.export import keywords_path_for
+    from kwmlp.runtime.engine_info import Device, EngineInfo, Profile, write_sidecar
+    from kwmlp.runtime.metadata import ModelInfo
+    from kwmlp.runtime.onnxruntime_backend import OrtRunner
+
+    device = Device("NVIDIA L4", "8.9", "10.7.0", "12.6")
+    engines = tmp_path / "engines"
+    engines.mkdir()
+    for name, src, profile in (
+        ("m.keywords.engine", keywords_path_for(random_exported()), Profile("windows", (1, 16000), (8, 16000), (64, 16000))),
+        ("m.engine", random_exported(), Profile("throughput", (1, 1), (8, 160000), (12, 960000))),
+    ):
+        (engines / name).write_bytes(b"plan:" + name.encode())
+        export = ModelInfo.from_props(OrtRunner(src).metadata, src).summary()
+        input_name = "windows" if "keywords" in name else "audio"
+        write_sidecar(str(engines / name), EngineInfo(device, input_name, (profile,), "fp16", "strongly-typed", src,
+                                                      "0" * 64, export, "m.keywords.engine"))
+    repo = tmp_path / "repo"
+    assert main(["triton-repo", str(engines / "m.engine"), "-o", str(repo), "--max-batch-size", "16"]) == 0
+    cfg = _parse(repo / "kwmlp" / "config.pbtxt")
+    assert cfg.platform == "tensorrt_plan" and cfg.max_batch_size == 12  # the profile's 12, not 16
+    assert list(cfg.dynamic_batching.preferred_batch_size) == [4, 8, 12]
+    assert pb.ModelInstanceGroup.Kind.Name(cfg.instance_group[0].kind) == "KIND_GPU"
+    assert [(o.name, list(o.dims)) for o in cfg.output][2] == ("scene_embeddings", [1024])
+    assert (repo / "kwmlp" / "1" / "model.plan").read_bytes() == b"plan:m.engine"
+    kw = _parse(repo / "kwmlp_keywords" / "config.pbtxt")
+    assert kw.platform == "tensorrt_plan" and kw.max_batch_size == 16
+    assert (repo / "kwmlp_keywords" / "1" / "model.plan").read_bytes() == b"plan:m.keywords.engine"
+
+
 @pytest.mark.parametrize("kwargs,match", [
     ({"preferred_batch_sizes": (64,)}, "preferred batch sizes must lie in"),
     ({"backend": "python", "tensorrt_accelerator": True}, "TensorRT accelerator applies to the onnxruntime"),

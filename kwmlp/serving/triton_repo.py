@@ -78,12 +78,16 @@ def model_io(path: str) -> tuple[list[tuple[str, str, list]], list[tuple[str, st
     return triton(runner.session.get_inputs()), triton(runner.session.get_outputs()), runner.metadata
 
 
-def model_config(name: str, io, options: RepositoryOptions, gpu_capable: bool):
-    """The ``ModelConfig`` protobuf of one model."""
+def model_config(name: str, io, options: RepositoryOptions, gpu_capable: bool, plan_max_batch: int = 0):
+    """The ``ModelConfig`` protobuf of one model; ``plan_max_batch`` > 0 for a TensorRT engine
+    (its profiles' largest batch, which bounds Triton's)."""
     pb, _ = _pb()
     inputs, outputs, _ = io
-    cfg = pb.ModelConfig(name=name, max_batch_size=options.max_batch_size)
-    if options.backend == "python":
+    max_batch = min(options.max_batch_size, plan_max_batch) if plan_max_batch else options.max_batch_size
+    cfg = pb.ModelConfig(name=name, max_batch_size=max_batch)
+    if plan_max_batch:
+        cfg.platform = "tensorrt_plan"
+    elif options.backend == "python":
         cfg.backend = "python"
         cfg.parameters["model_file"].string_value = "model.onnx"
     else:
@@ -92,7 +96,7 @@ def model_config(name: str, io, options: RepositoryOptions, gpu_capable: bool):
         cfg.input.add(name=n, data_type=pb.DataType.Value(t), dims=dims)
     for n, t, dims in outputs:
         cfg.output.add(name=n, data_type=pb.DataType.Value(t), dims=dims)
-    cfg.dynamic_batching.preferred_batch_size.extend(options.preferred_batch_sizes)
+    cfg.dynamic_batching.preferred_batch_size.extend(sorted({min(b, max_batch) for b in options.preferred_batch_sizes}))
     cfg.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
     gpu = options.kind == "gpu" or (options.kind == "auto" and gpu_capable)
     cfg.instance_group.add(count=options.instance_count,
@@ -105,14 +109,25 @@ def model_config(name: str, io, options: RepositoryOptions, gpu_capable: bool):
     return cfg
 
 
-def _write_model(repo: str, name: str, onnx_path: str, options: RepositoryOptions, gpu_capable: bool) -> str:
+def _write_model(repo: str, name: str, onnx_path: str, options: RepositoryOptions, gpu_capable: bool,
+                 engine_path: str | None = None) -> str:
+    """One model folder. With ``engine_path`` the model is that TensorRT engine (``model.plan``),
+    its inputs and outputs read from ``onnx_path``, the export it was built from."""
     _, text_format = _pb()
-    cfg = model_config(name, model_io(onnx_path), options, gpu_capable)
+    plan_max_batch = 0
+    if engine_path:
+        from kwmlp.runtime.engine_info import read_sidecar
+
+        plan_max_batch = max(p.max[0] for p in read_sidecar(engine_path).profiles)
+    cfg = model_config(name, model_io(onnx_path), options, gpu_capable or bool(engine_path), plan_max_batch)
     os.makedirs(repo, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{name}.", dir=repo)
     try:
         os.makedirs(os.path.join(tmp, "1"))
-        shutil.copyfile(onnx_path, os.path.join(tmp, "1", "model.onnx"))
+        if engine_path:
+            shutil.copyfile(engine_path, os.path.join(tmp, "1", "model.plan"))
+        else:
+            shutil.copyfile(onnx_path, os.path.join(tmp, "1", "model.onnx"))
         if options.backend == "python":
             shutil.copyfile(PYTHON_MODEL, os.path.join(tmp, "1", "model.py"))
         with open(os.path.join(tmp, "config.pbtxt"), "w") as f:
@@ -132,7 +147,8 @@ def _write_model(repo: str, name: str, onnx_path: str, options: RepositoryOption
 
 
 def write_repository(model_path: str, repo: str, options: RepositoryOptions = RepositoryOptions()) -> list[str]:
-    """Write the model(s) of an exported ``.onnx`` into the Triton repository ``repo``.
+    """Write the model(s) of an exported ``.onnx``, or of a ``.engine`` built by ``kwmlp build``
+    (platform ``tensorrt_plan``), into the Triton repository ``repo``.
 
     Returns the model directories written: ``repo/NAME`` and, with ``options.keywords``,
     ``repo/NAME_keywords``.
@@ -142,17 +158,33 @@ def write_repository(model_path: str, repo: str, options: RepositoryOptions = Re
     options.check()
     if not os.path.isfile(model_path):
         raise KwmlpError(f"model file {model_path} does not exist")
-    if not model_path.endswith(".onnx"):
-        raise KwmlpError(f"{model_path}: expected an exported .onnx")
-    _, _, meta = model_io(model_path)
-    info = ModelInfo.from_props(meta, model_path)
+    engine = model_path if model_path.endswith((".engine", ".plan")) else None
+    if engine:
+        from kwmlp.runtime.engine_info import read_sidecar
+        from kwmlp.runtime.tensorrt_backend import keywords_engine_path
+
+        if options.backend != "onnxruntime" or options.tensorrt_accelerator:
+            raise KwmlpError("a TensorRT engine is served as tensorrt_plan: --backend and --tensorrt do not apply")
+        info_e = read_sidecar(engine)
+        onnx_path = info_e.onnx_abspath(engine)
+        if not os.path.isfile(onnx_path):
+            raise KwmlpError(f"{engine}: the export it was built from, {onnx_path}, is missing (its inputs and "
+                             "outputs are read from it)")
+    elif model_path.endswith(".onnx"):
+        onnx_path = model_path
+    else:
+        raise KwmlpError(f"{model_path}: expected an exported .onnx or a .engine from `kwmlp build`")
+    _, _, meta = model_io(onnx_path)
+    info = ModelInfo.from_props(meta, onnx_path)
     if info.layout != LAYOUT_EMBEDDINGS:
         raise KwmlpError(f"{model_path} is not the embedding model of an export")
     gpu_capable = options.tensorrt_accelerator
-    written = [_write_model(repo, options.name, model_path, options, gpu_capable)]
+    written = [_write_model(repo, options.name, onnx_path, options, gpu_capable, engine)]
     if options.keywords:
-        kw = os.path.join(os.path.dirname(model_path), info.keywords_model)
-        if not os.path.isfile(kw):
-            raise KwmlpError(f"the keyword model {kw} is missing; export again or pass --no-keywords")
-        written.append(_write_model(repo, f"{options.name}_keywords", kw, options, gpu_capable))
+        kw_onnx = os.path.join(os.path.dirname(onnx_path), info.keywords_model)
+        kw_engine = keywords_engine_path(engine, info_e) if engine else None
+        for path in (kw_onnx, kw_engine):
+            if path and not os.path.isfile(path):
+                raise KwmlpError(f"the keyword model {path} is missing; export or build again, or pass --no-keywords")
+        written.append(_write_model(repo, f"{options.name}_keywords", kw_onnx, options, gpu_capable, kw_engine))
     return written
