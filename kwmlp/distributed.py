@@ -22,6 +22,7 @@ from kwmlp.pipeline import Job, Outcome, is_done, plan, write_result
 log = logging.getLogger("kwmlp")
 
 FORMATS = ("npz", "npy", "parquet")
+TASK_CPUS = 0.5  # logical CPUs of one decoding or writing task
 _EMBEDDING_FIELDS = ("timestamp_embeddings", "timestamps", "scene_embedding")
 
 
@@ -166,19 +167,25 @@ def embed_corpus(model: str, inputs: list[str], out_dir: str, options: CorpusOpt
         ray.init(address=options.address, include_dashboard=False, log_to_driver=False,
                  logging_level=logging.WARNING)
     gpus = options.num_gpus if options.num_gpus is not None else (1.0 if model.endswith((".engine", ".plan")) else 0)
+    # Logical CPUs: the actors hold theirs for the whole job and must leave room for the decoding
+    # and writing tasks, or the pipeline waits forever (2 actors of 1 CPU on a 2-CPU node did)
+    cpus = float(ray.cluster_resources().get("CPU", 1))
+    actor_cpus = min(1.0, (cpus - TASK_CPUS) / options.actors)
+    if actor_cpus < 0.1:
+        raise KwmlpError(f"{options.actors} embedding actors do not fit the cluster's {cpus:g} CPUs; use fewer --actors")
     model = os.path.abspath(model)
     ds = ray.data.from_items([{"path": os.path.abspath(j.path), "output": os.path.abspath(j.output)} for j in todo])
     # decoding stays in its own tasks: with the same resources Ray would fuse it into the actors,
     # which would then decode and embed in turn instead of side by side
-    ds = ds.map(_decode, num_cpus=0.5)
+    ds = ds.map(_decode, num_cpus=TASK_CPUS)
     ds = ds.map_batches(_EmbedActor, fn_constructor_kwargs={"model": model, "threads": options.threads},
                         batch_size=options.batch_size, compute=ray.data.ActorPoolStrategy(size=options.actors),
-                        num_cpus=1, num_gpus=gpus, batch_format="numpy")
+                        num_cpus=actor_cpus, num_gpus=gpus, batch_format="numpy")
     by_path = {os.path.abspath(j.path): j for j in todo}
     if options.fmt == "parquet":
         rows = _write_parquet(ds, out_dir)
     else:
-        rows = ds.map(_write_file).take_all()
+        rows = ds.map(_write_file, num_cpus=TASK_CPUS).take_all()
     for row in rows:
         job = by_path[row["path"]]
         outcomes.append(Outcome(job, row["error"]) if row["error"] else Outcome(job, seconds=float(row["duration_s"])))
@@ -198,7 +205,7 @@ def _write_parquet(ds, out_dir: str) -> list[dict]:
         raise KwmlpError(f"{out_dir} already holds Parquet files; write into an empty folder")
     tmp = tempfile.mkdtemp(prefix=".kwmlp-parquet.", dir=out_dir)
     try:
-        ds.map_batches(_to_arrow, batch_format="numpy").write_parquet(tmp)
+        ds.map_batches(_to_arrow, batch_format="numpy", num_cpus=TASK_CPUS).write_parquet(tmp)
         files = sorted(f for f in os.listdir(tmp) if f.endswith(".parquet"))
         rows = []
         for f in files:

@@ -64,7 +64,9 @@ def test_ray_parquet_rows(local_ray, random_exported, corpus, local_outputs, tmp
     from kwmlp.distributed import CorpusOptions, embed_corpus
 
     out = tmp_path / "pq"
-    outcomes = embed_corpus(random_exported(), [str(corpus)], str(out), CorpusOptions(fmt="parquet", batch_size=2))
+    # two actors on the fixture's 2 CPUs: they must leave room for the decoding and writing tasks
+    options = CorpusOptions(fmt="parquet", batch_size=2, actors=2)
+    outcomes = embed_corpus(random_exported(), [str(corpus)], str(out), options)
     assert {o.job.path for o in outcomes if o.error} == {str(corpus / b) for b in BROKEN}
     rows = {r["path"]: r for r in pq.read_table(out).to_pylist()}
     assert len(rows) == len(GOOD) + len(BROKEN)
