@@ -70,8 +70,8 @@ class Embedder:
         results equal to the whole clip at once. Default: 64 s (or the model's ``max_seconds``,
         the scene range its graph covers, or the TensorRT engine's profiles, when shorter).
     cuda_graph : bool
-        TensorRT only: replay each (profile, shape) as a captured CUDA graph (lowest latency
-        when shapes repeat).
+        TensorRT only: replay a captured CUDA graph while the (profile, shape) repeats (lowest
+        latency at fixed shapes); a new shape is run plainly once, then captured again.
 
     ``embed`` and ``keyword_logits`` are thread-safe. ``backend`` says what runs.
     """

@@ -4,8 +4,9 @@ Each thread gets its own engine, execution context, non-default CUDA stream and 
 profile may serve only one context at a time, and a 0.42 M-parameter engine is cheap to hold
 twice. Device buffers and pinned host buffers grow as needed and are reused across calls; the
 input shape is set per call and output sizes come from the context. With ``cuda_graph=True`` the
-enqueue is captured as a CUDA graph per (profile, input shape), after one plain warm-up run,
-and replayed while buffer addresses stay put.
+enqueue is captured as a CUDA graph after one plain warm-up run at a (profile, input shape), and
+replayed while that shape and the buffer addresses stay; a context keeps one graph, since its
+layer resources follow the last shape it ran (TensorRT#3798).
 
 ``tensorrt`` and the CUDA bindings are imported when a runner is created, never at import.
 """
