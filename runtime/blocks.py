@@ -59,7 +59,7 @@ class ClipStream:
         self._pending.append(np.zeros(tail, np.float32))
         self._pending_len += tail
         self._flush(final=True)
-        full = scenes.compensate(np.concatenate(self._frames))
+        full = scenes.compensate(self._frames)  # consumes the list block by block
         n = self.num_samples // HOP_LENGTH
         timestamps = np.arange(1, n + 1, dtype=np.float32) * np.float32(1000 * HOP_LENGTH / CHUNK_SAMPLES)
         return EmbeddingResult(
