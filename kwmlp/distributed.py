@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from kwmlp.errors import KwmlpError, missing_extra
-from kwmlp.pipeline import Job, Outcome, is_done, plan, write_result
+from kwmlp.pipeline import Job, Outcome, is_done, plan, result_arrays, write_result
+from kwmlp.runtime.embedder import EmbeddingResult
 
 log = logging.getLogger("kwmlp")
 
@@ -112,9 +113,8 @@ def _object_array(values: list) -> np.ndarray:
 
 def _write_file(row: dict) -> dict:
     if not row["error"]:
-        arrays = {f: np.asarray(row[f], np.float32) for f in _EMBEDDING_FIELDS}
-        arrays["sample_rate_in"] = np.int64(row["sample_rate_in"])
-        arrays["duration_s"] = np.float64(row["duration_s"])
+        r = EmbeddingResult(row["timestamp_embeddings"], row["timestamps"], row["scene_embedding"])
+        arrays = result_arrays(r, row["sample_rate_in"], row["duration_s"])
         try:
             write_result(Job(row["path"], row["output"]), arrays)
         except OSError as e:

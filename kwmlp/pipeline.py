@@ -156,15 +156,20 @@ class _Batcher:
             yield _finish(item, r)
 
 
+def result_arrays(r, sample_rate_in: int, duration_s: float) -> dict[str, np.ndarray]:
+    """The arrays of one output file (:data:`FIELDS`) from an embedding result of one clip."""
+    return {
+        "timestamp_embeddings": np.asarray(r.timestamp_embeddings, np.float32),
+        "timestamps": np.asarray(r.timestamps, np.float32),
+        "scene_embedding": np.asarray(r.scene_embeddings, np.float32),
+        "sample_rate_in": np.int64(sample_rate_in),
+        "duration_s": np.float64(duration_s),
+    }
+
+
 def _finish(item: _Decoded, r) -> Outcome:
     h = item.header
-    arrays = {
-        "timestamp_embeddings": r.timestamp_embeddings,
-        "timestamps": r.timestamps,
-        "scene_embedding": r.scene_embeddings,
-        "sample_rate_in": np.int64(h.sample_rate),
-        "duration_s": np.float64(h.duration_s),
-    }
+    arrays = result_arrays(r, h.sample_rate, h.duration_s)
     try:
         write_result(item.job, arrays)
     except OSError as e:

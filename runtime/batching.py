@@ -9,7 +9,7 @@ import numpy as np
 
 from kwmlp.dims import HOP_LENGTH, num_chunks
 from kwmlp.errors import KwmlpError
-from kwmlp.runtime.inputs import as_audio_batch
+from kwmlp.runtime.inputs import as_audio_batch, is_clip_list
 
 if TYPE_CHECKING:
     from kwmlp.runtime.embedder import EmbeddingResult
@@ -39,3 +39,13 @@ def embed_clips(clips, embed_batch: Callable[[np.ndarray], EmbeddingResult]) -> 
             n = len(arrays[i]) // HOP_LENGTH
             results[i] = EmbeddingResult(r.timestamp_embeddings[row, :n], r.timestamps[row, :n], r.scene_embeddings[row])
     return results
+
+
+def embed_any(audio, embed_batch: Callable[[np.ndarray], EmbeddingResult]):
+    """What ``Embedder.embed`` accepts, over any ``embed_batch``: a ``(B, L)`` batch (result with
+    a batch axis), one ``(L,)`` clip (without), or a list of 1-D clips (a list of results)."""
+    if is_clip_list(audio):
+        return embed_clips(audio, embed_batch)
+    x, squeeze = as_audio_batch(audio)
+    r = embed_batch(x)
+    return r[0] if squeeze else r

@@ -11,9 +11,9 @@ import numpy as np
 from kwmlp.dims import CHUNK_SAMPLES, num_chunks
 from kwmlp.errors import KwmlpError
 from kwmlp.runtime.backends import BACKENDS, DEVICES, open_model
-from kwmlp.runtime.batching import embed_clips
+from kwmlp.runtime.batching import embed_any
 from kwmlp.runtime.blocks import ClipStream
-from kwmlp.runtime.inputs import as_audio_batch, as_windows, is_clip_list
+from kwmlp.runtime.inputs import as_windows
 from kwmlp.runtime.metadata import LAYOUT_EMBEDDINGS, LAYOUT_KEYWORDS, ModelInfo
 from kwmlp.runtime.onnxruntime_backend import OrtRunner
 
@@ -115,11 +115,7 @@ class Embedder:
 
         Audio outside [-1, 1] is used as is, like the original package does.
         """
-        if is_clip_list(audio):
-            return embed_clips(audio, self._embed_batch)
-        x, squeeze = as_audio_batch(audio)
-        r = self._embed_batch(x)
-        return r[0] if squeeze else r
+        return embed_any(audio, self._embed_batch)
 
     def _embed_batch(self, x: np.ndarray) -> EmbeddingResult:
         seconds = x.shape[1] / CHUNK_SAMPLES

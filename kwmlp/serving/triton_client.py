@@ -7,8 +7,8 @@ from urllib.parse import urlparse
 import numpy as np
 
 from kwmlp.errors import KwmlpError, missing_extra
-from kwmlp.runtime.batching import embed_clips
-from kwmlp.runtime.inputs import as_audio_batch, as_windows, is_clip_list
+from kwmlp.runtime.batching import embed_any
+from kwmlp.runtime.inputs import as_windows
 
 
 def _client_module(protocol: str):
@@ -87,11 +87,7 @@ class TritonEmbedder:
 
     def embed(self, audio):
         """Float ``(B, L)`` / ``(L,)`` audio at 16 kHz, or a list of 1-D clips -> ``EmbeddingResult`` (list)."""
-        if is_clip_list(audio):
-            return embed_clips(audio, self._embed_batch)
-        x, squeeze = as_audio_batch(audio)
-        r = self._embed_batch(x)
-        return r[0] if squeeze else r
+        return embed_any(audio, self._embed_batch)
 
     def keyword_logits(self, windows) -> np.ndarray:
         """Float ``(W, 16000)`` -> float32 ``(W, 35)`` from the ``{model}_keywords`` model."""
