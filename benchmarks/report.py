@@ -43,6 +43,7 @@ def markdown(results: dict) -> str:
         lines.append(f"\nskipped {s['backend']}: {s['reason']}")
     for f in results.get("failed", []):
         lines.append(f"\nFAILED {f['backend']} {f['workload']}: {f['error']}")
+    lines += _roofline(results, ref)
     if results.get("scaling"):
         lines += ["", "## Scaling (onnxruntime-cpu, one clip streamed in 10 s pieces)", "",
                   "| audio s | wall s | x realtime | peak RSS MB |", "|---:|---:|---:|---:|"]
@@ -50,6 +51,29 @@ def markdown(results: dict) -> str:
             lines.append(f"| {r['seconds']:g} | {r['latency_ms']['p50'] / 1e3:.3f} | {r['throughput_x_realtime']:.1f} "
                          f"| {r['peak_rss_mb']:.0f} |")
     return "\n".join(lines) + "\n"
+
+
+def _roofline(results: dict, ref: dict) -> list[str]:
+    roof = results.get("roofline") or {}
+    if "sgemm_gflops" not in roof:
+        return [f"\nno roofline: {roof['skipped']}"] if roof.get("skipped") else []
+    flops = ", ".join(f"{k} {v:.1f} MFLOP" for k, v in roof["matmul_mflop_per_chunk"].items())
+    lines = ["", "## Roofline: matrix products alone at this machine's sgemm rate", "",
+             f"sgemm {roof['sgemm_gflops']:.1f} GFLOP/s (ONNX Runtime MatMul, 1024 x 1024 fp32, {roof['threads']} "
+             f"threads); matrix work per one-second chunk: {flops}. No fp32 rewrite that keeps the arithmetic "
+             "runs faster than its bound: everything else only adds time.", "",
+             "| backend | workload | x realtime | bound x realtime | measured / bound | reference x realtime "
+             "| bound / reference |", "|---|---|---:|---:|---:|---:|---:|"]
+    for r in results["results"]:
+        bound = r.get("matmul_bound_x_realtime")
+        if not bound or r["backend"] == REFERENCE:
+            continue
+        base = ref.get(_label(r))
+        base_x = f"{base['throughput_x_realtime']:.1f}" if base else "-"
+        best = f"{bound / base['throughput_x_realtime']:.2f}x" if base else "-"
+        lines.append(f"| {r['backend']} | {_label(r)} | {r['throughput_x_realtime']:.1f} | {bound:.1f} "
+                     f"| {r['throughput_x_realtime'] / bound:.0%} | {base_x} | {best} |")
+    return lines
 
 
 def _pyplot():

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kwmlp.benchmarks import backends, machine, report
+from kwmlp.benchmarks import backends, machine, report, roofline
 from kwmlp.benchmarks.workloads import GRID, SCALING, Workload
 from kwmlp.errors import KwmlpError
 from kwmlp.fileio import write_bytes_atomic
@@ -113,6 +113,31 @@ def _run_grid(settings: Settings, model: str, runnable: list[str], workloads, re
     return rows, latencies, failed
 
 
+# CPU backends and whose matrix work they do: the bound uses the CPU's sgemm rate
+_CPU_FLOPS = {"pytorch": "reference", "torch-compile": "reference", "onnxruntime-cpu": "export"}
+
+
+def _roofline(settings: Settings, model: str) -> dict:
+    try:
+        import onnx  # noqa: F401  (the sgemm probe builds a one-node model)
+    except ImportError:
+        return {"skipped": "onnx is not installed (pip install 'kwmlp-rt[export]')"}
+    has_torch = backends.unavailable(backends.REFERENCE) is None
+    roof = roofline.measure(model, settings.checkpoint if has_torch else None, settings.threads)
+    log.info("roofline: sgemm %.1f GFLOP/s on %d threads; matrix work per chunk: %s", roof["sgemm_gflops"],
+             settings.threads, ", ".join(f"{k} {v:.1f} MFLOP" for k, v in roof["matmul_mflop_per_chunk"].items()))
+    return roof
+
+
+def _add_bounds(rows: list[dict], roof: dict) -> None:
+    """``matmul_bound_x_realtime``: a CPU row's throughput were its matrix products alone at the sgemm rate."""
+    for r in rows:
+        which = _CPU_FLOPS.get(r["backend"])
+        flops = roof.get("matmul_mflop_per_chunk", {}).get(which)
+        r["matmul_bound_x_realtime"] = (roofline.bound_x_realtime(flops * 1e6, roof["sgemm_gflops"], r["batch"],
+                                                                   r["seconds"]) if flops else None)
+
+
 def run(settings: Settings) -> dict:
     """Benchmark and write ``results.json``, ``results.md`` and plots into ``settings.output``."""
     os.makedirs(settings.output, exist_ok=True)
@@ -130,10 +155,13 @@ def run(settings: Settings) -> dict:
         runnable.insert(0, backends.REFERENCE)
     info = machine.describe()
     model = _export(settings)
+    roof = _roofline(settings, model)  # before the grid: the sgemm probe wants the machine to itself
     with tempfile.TemporaryDirectory() as refdir:
         refdir = refdir if backends.REFERENCE in runnable else ""
         rows, latencies, failed = _run_grid(settings, model, runnable, settings.workloads, refdir)
-    results = {"machine": info, "threads": settings.threads, "results": rows, "skipped": skipped, "failed": failed}
+    _add_bounds(rows, roof)
+    results = {"machine": info, "threads": settings.threads, "results": rows, "skipped": skipped, "failed": failed,
+               "roofline": roof}
     if settings.scaling:
         log.info("scaling: onnxruntime-cpu, one clip streamed in 10 s pieces")
         rows, _, more = _run_grid(settings, model, ["onnxruntime-cpu"], SCALING, None)

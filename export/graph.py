@@ -2,10 +2,10 @@
 
 The graphs use only operators that the TensorRT 10.x ONNX parser accepts (no Loop,
 If, DFT or STFT; ReduceMax axes as attributes; opset 17), and everything of the
-HEAR wrapper happens inside them: padding, chunking, the STFT as a strided Conv
-with windowed DFT kernels, mel, log and the per-chunk top-dB clamp, the DCT
-(folded into the 40->64 projection), the gated-MLP blocks, chunk compensation,
-timestamps and the scene interpolation.
+HEAR wrapper happens inside them: padding, chunking, the STFT (factored into a
+grouped Conv and small products, :mod:`kwmlp.export.stft`), mel, log and the
+per-chunk top-dB clamp, the DCT (folded into the 40->64 projection), the gated-MLP
+blocks, chunk compensation, timestamps and the scene interpolation.
 
 ``weights`` is the checkpoint's ``model_state_dict`` as numpy arrays (see
 ``kwmlp.export.onnx_export``); this module needs numpy and onnx, not torch.
@@ -20,8 +20,9 @@ import onnx
 from onnx import helper
 
 from kwmlp.dims import (
-    AMIN, CHUNK_SAMPLES, DEFAULT_OPSET, HOP_LENGTH, LN_EPS, N_BINS, N_FFT, PAD_AFTER, PAD_BEFORE, SCENE_ALGORITHMS, SCENE_STEPS, TOP_DB, ModelDims,
+    AMIN, CHUNK_SAMPLES, DEFAULT_OPSET, HOP_LENGTH, LN_EPS, PAD_AFTER, PAD_BEFORE, SCENE_ALGORITHMS, SCENE_STEPS, TOP_DB, ModelDims,
 )
+from kwmlp.export import stft
 from kwmlp.export.builder import FLOAT, INT64, GraphBuilder, value_info
 from kwmlp.models import filters
 
@@ -41,36 +42,9 @@ def halvings_for(max_seconds: float) -> int:
 
 # --- front end ---------------------------------------------------------------------------
 
-def _frames(b: GraphBuilder, chunks: str) -> str:
-    """``chunks (N, 16000) -> frames (N, 98, 480)``: frame t is segments t, t+1, t+2 of 160 samples."""
-    n_seg = CHUNK_SAMPLES // HOP_LENGTH
-    seg = b.op("Reshape", [chunks, b.const([0, n_seg, HOP_LENGTH])], name="segments")  # (N, 100, 160)
-    per = N_FFT // HOP_LENGTH  # 3 segments a frame
-    n_frames = n_seg - per + 1
-    parts = [b.op("Slice", [seg, b.const([k]), b.const([k + n_frames]), b.const([1])]) for k in range(per)]
-    return b.op("Concat", parts, name="frames", axis=-1)
-
-
 def _log_mel(b: GraphBuilder, chunks: str) -> str:
     """``chunks (N, 16000) -> log-mel (N, 98, 40)`` in dB, clamped at each chunk's max - 80 dB."""
-    x = _frames(b, chunks)
-    half = N_FFT // 2
-    # The periodic Hann window is symmetric (w[n] = w[480 - n]), so the cosine kernels are even and
-    # the sine kernels odd about n = 240: fold each frame first, x[n] +- x[480 - n], and the DFT
-    # costs two 240-point products instead of one 480-point one (half the STFT's FLOPs).
-    rev = b.op("Slice", [x, b.const([N_FFT - 1]), b.const([half]), b.const([2]), b.const([-1])], name="frames_rev")
-    head = b.op("Slice", [x, b.const([0]), b.const([half + 1]), b.const([2])])  # x[0..240]
-    even = b.op("Add", [head, b.op("Pad", [rev, b.const([0, 0, 1, 0, 0, 1])])], name="frames_even")
-    odd = b.op("Sub", [b.op("Slice", [x, b.const([1]), b.const([half]), b.const([2])]), rev], name="frames_odd")
-    cos, sin = filters.dft_kernels()
-    re = b.op("MatMul", [even, b.weight(cos[:, : half + 1].T, "stft_cos")], name="stft_re")  # (N, 98, 241)
-    # bins 0 and 240 have an all-zero sine kernel: 239 bins
-    im = b.op("MatMul", [odd, b.weight(sin[1 : N_BINS - 1, 1:half].T, "stft_sin")], name="stft_im")
-    mel = filters.mel_filterbank()
-    # power = re^2 + im^2, folded into the mel matrix: one product over [re^2, im^2]
-    power = b.op("Concat", [b.op("Mul", [re, re]), b.op("Mul", [im, im])], name="stft_power", axis=-1)
-    mel_ext = np.concatenate([mel, mel[:, 1 : N_BINS - 1]], axis=1)
-    m = b.op("MatMul", [power, b.weight(mel_ext.T, "mel_filters")], name="mel")
+    m = stft.mel_spectrogram(b, chunks)
     m = b.op("Max", [m, b.const(AMIN, np.float32)], name="mel_floor")
     db = b.op("Mul", [b.op("Log", [m]), b.const(10.0 / math.log(10.0), np.float32)], name="mel_db")
     peak = b.op("ReduceMax", [db], name="chunk_peak_db", axes=[1, 2], keepdims=1)

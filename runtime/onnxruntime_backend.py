@@ -99,9 +99,29 @@ def trt_cache_dir() -> str:
     return path
 
 
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split("+")[0].split(".")[:2] if p.isdigit())
+
+
+def cuda_options(ort_version: str) -> dict:
+    """The CUDA provider's options, TF32 off: it is on by default and rounds FP32 products to
+    10-bit mantissas on Ampere and later GPUs, far outside the FP32 parity tolerance.
+
+    ``use_tf32`` exists from ONNX Runtime 1.18 (microsoft/onnxruntime#19357); older versions reject
+    unknown options and have only the process-wide ``NVIDIA_TF32_OVERRIDE=0``, which we announce.
+    """
+    options = {"device_id": 0}
+    if _version_tuple(ort_version) >= (1, 18):
+        options["use_tf32"] = 0
+    elif os.environ.get("NVIDIA_TF32_OVERRIDE") != "0":
+        log.warning("onnxruntime %s cannot turn TF32 off per session: FP32 models on Ampere or later GPUs "
+                    "lose precision unless NVIDIA_TF32_OVERRIDE=0 is set", ort_version)
+    return options
+
+
 def providers_for(backend: str) -> list:
     """The provider list for one of :data:`ORT_BACKENDS`: the named provider, then the ones below it."""
-    cuda = ("CUDAExecutionProvider", {"device_id": 0})
+    cuda = ("CUDAExecutionProvider", cuda_options(_ort().__version__))
     if backend == "onnxruntime-trt":
         cache = trt_cache_dir()
         trt = ("TensorrtExecutionProvider", {

@@ -94,3 +94,15 @@ def test_cpu_machine_never_imports_tensorrt_or_cuda(random_exported, tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "onnxruntime-cpu"
+
+
+def test_cuda_provider_runs_fp32_without_tf32(monkeypatch, caplog):
+    from kwmlp.runtime.onnxruntime_backend import cuda_options
+
+    # TF32 would round FP32 products to 10-bit mantissas on Ampere+: off where ORT has the switch
+    assert cuda_options("1.32.0") == {"device_id": 0, "use_tf32": 0}
+    assert cuda_options("1.18.1+cu118")["use_tf32"] == 0
+    monkeypatch.delenv("NVIDIA_TF32_OVERRIDE", raising=False)
+    with caplog.at_level(logging.WARNING, logger="kwmlp"):
+        assert cuda_options("1.17.3") == {"device_id": 0}  # 1.17 rejects unknown options
+    assert "NVIDIA_TF32_OVERRIDE=0" in caplog.text

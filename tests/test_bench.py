@@ -31,8 +31,12 @@ def test_bench_quick_structure(random_checkpoint, tmp_path):
         assert x["max_abs_err"] == 0.0 if backend == "pytorch" else 0.0 < x["max_abs_err"] <= 1e-3
     assert [s["backend"] for s in r["skipped"]] == ["tensorrt"] and r["skipped"][0]["reason"]
     assert not r["failed"]
+    roof = r["roofline"]
+    assert roof["sgemm_gflops"] > 0 and set(roof["matmul_mflop_per_chunk"]) == {"export", "reference"}
+    assert all(x["matmul_bound_x_realtime"] > 0 for x in r["results"])  # both are CPU backends
     table = (out / "results.md").read_text()
     assert "| onnxruntime-cpu | fp32 | 2x0.5s |" in table and "skipped tensorrt" in table
+    assert "## Roofline" in table and "| onnxruntime-cpu | 2x0.5s |" in table
     for png in ("throughput.png", "latency_cdf.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
 

@@ -1,0 +1,131 @@
+"""The fastest a CPU backend could possibly be: its matrix products alone at this machine's sgemm rate.
+
+A model's matrix products (MatMul, Gemm, Conv) cannot run faster than the machine's fp32 GEMM rate,
+and everything else a model does (GELU, LayerNorm, the scene, copies) only adds time. So
+``chunks * matmul FLOPs per chunk / sgemm rate`` is a lower bound on a call's time, and its
+inverse an upper bound on throughput. A speed target above that bound cannot be met in fp32 on
+this machine by any rewrite that keeps the arithmetic; ``kwmlp bench`` reports it next to the
+measured figures (``roofline`` in ``results.json``).
+
+FLOPs are counted, not assumed: for the export, from the shapes of its matrix nodes on a real
+input (ONNX Runtime's profiler, no graph optimisation, so the nodes are the exported ones); for
+the PyTorch reference, with ``torch.utils.flop_counter``. A multiply-add is 2 FLOPs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+
+import numpy as np
+
+from kwmlp.dims import CHUNK_SAMPLES, num_chunks
+
+MATRIX_OPS = ("MatMul", "Gemm", "Conv")
+_PROBE_SECONDS = 1.0  # one 1 s clip is 2 chunks after padding; matrix work is linear in chunks
+
+
+def sgemm_gflops(threads: int, n: int = 1024, runs: int = 7) -> float:
+    """Best fp32 ``n x n @ n x n`` rate of ONNX Runtime's MatMul (MLAS) on ``threads`` threads, GFLOP/s."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["c"])], "sgemm",
+        [helper.make_tensor_value_info(x, TensorProto.FLOAT, [n, n]) for x in ("a", "b")],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # readable by every onnxruntime the project supports
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    feed = {x: rng.random((n, n), dtype=np.float32) for x in ("a", "b")}
+    sess.run(None, feed)
+    best = math.inf
+    for _ in range(runs):
+        t = time.perf_counter()
+        sess.run(None, feed)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
+
+
+def node_flops(op: str, inputs: list[list[int] | None], output: list[int], attrs: dict) -> float:
+    """FLOPs of one matrix node from its input and output shapes (``None``: shape unknown)."""
+    out = math.prod(output)
+    if op == "MatMul":
+        a, b = inputs
+        k = a[-1] if a is not None else (b[-2] if len(b) > 1 else b[0])
+        return 2.0 * out * k
+    if op == "Gemm":
+        a = inputs[0]
+        return 2.0 * out * (a[0] if attrs.get("transA") else a[-1])
+    if op == "Conv":
+        w = inputs[1]  # (C_out, C_in / group, *kernel)
+        return 2.0 * out * math.prod(w[1:])
+    raise ValueError(f"not a matrix op: {op}")
+
+
+def onnx_matmul_flops(model_path: str, seconds: float = _PROBE_SECONDS) -> float:
+    """Matrix FLOPs of one exported model's call on one clip of ``seconds``, per one-second chunk."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    model = onnx.load(model_path)
+    init = {t.name: list(numpy_helper.to_array(t).shape) for t in model.graph.initializer}
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # the exported nodes, by name
+    opts.enable_profiling = True
+    samples = int(round(seconds * CHUNK_SAMPLES))
+    with tempfile.TemporaryDirectory() as tmp:
+        opts.profile_file_prefix = os.path.join(tmp, "ort")
+        sess = ort.InferenceSession(model_path, opts, providers=["CPUExecutionProvider"])
+        sess.run(None, {sess.get_inputs()[0].name: np.zeros((1, samples), np.float32)})
+        with open(sess.end_profiling()) as f:
+            events = [e for e in json.load(f) if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
+    out_shapes = {e["name"][: -len("_kernel_time")]: [next(iter(s.values())) for s in e["args"]["output_type_shape"]]
+                  for e in events}
+    produced = {o: out_shapes.get(n.name, [None] * len(n.output))[i]
+                for n in model.graph.node for i, o in enumerate(n.output)}
+    total = 0.0
+    for n in model.graph.node:
+        if n.op_type not in MATRIX_OPS:
+            continue
+        if n.name not in out_shapes:
+            raise RuntimeError(f"the profiler recorded no shapes for {n.name!r}")
+        shapes = [init.get(i, produced.get(i)) for i in n.input if i]
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
+        total += node_flops(n.op_type, shapes, out_shapes[n.name][0], attrs)
+    return total / num_chunks(samples)
+
+
+def reference_matmul_flops(checkpoint: str, seconds: float = _PROBE_SECONDS) -> float:
+    """Matrix FLOPs of the PyTorch reference on one clip of ``seconds``, per one-second chunk."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from kwmlp.models import HearReference, load_checkpoint
+
+    model = HearReference(load_checkpoint(checkpoint)).eval()
+    samples = int(round(seconds * CHUNK_SAMPLES))
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, samples))
+    return counter.get_total_flops() / num_chunks(samples)
+
+
+def bound_x_realtime(flops_per_chunk: float, gflops: float, batch: int, seconds: float) -> float:
+    """Upper bound on throughput (audio seconds per wall second) for ``batch`` clips of ``seconds``."""
+    chunks = batch * num_chunks(int(round(seconds * CHUNK_SAMPLES)))
+    return batch * seconds / (chunks * flops_per_chunk / (gflops * 1e9))
+
+
+def measure(model_path: str, checkpoint: str | None, threads: int) -> dict:
+    """``{"threads", "sgemm_gflops", "matmul_mflop_per_chunk": {"export", "reference"}}`` for results.json."""
+    flops = {"export": onnx_matmul_flops(model_path) / 1e6}
+    if checkpoint:
+        flops["reference"] = reference_matmul_flops(checkpoint) / 1e6
+    return {"threads": threads, "sgemm_gflops": sgemm_gflops(threads), "matmul_mflop_per_chunk": flops}
