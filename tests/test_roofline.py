@@ -42,3 +42,17 @@ def test_bound_is_matrix_time_at_the_sgemm_rate():
     # 16 x 10 s is 176 chunks; at 100 MFLOP a chunk and 88 GFLOP/s: 0.2 s for 160 s of audio
     assert roofline.bound_x_realtime(100e6, 88.0, 16, 10.0) == pytest.approx(800.0)
     assert roofline.sgemm_gflops(1, n=128, runs=2) > 0
+
+
+def test_a_model_the_roofline_cannot_count_is_recorded_not_fatal(monkeypatch, tmp_path):
+    from kwmlp.benchmarks import suite
+
+    def boom(*_):
+        raise RuntimeError("the profiler recorded no shapes for 'x'")
+
+    monkeypatch.setattr(roofline, "measure", boom)
+    roof = suite._roofline(suite.Settings(checkpoint="ck", output=str(tmp_path)), "m.onnx")
+    assert roof == {"skipped": "could not count this model's matrix work: the profiler recorded no shapes for 'x'"}
+    rows = [{"backend": "onnxruntime-cpu", "batch": 1, "seconds": 1.0}]
+    suite._add_bounds(rows, roof)
+    assert rows[0]["matmul_bound_x_realtime"] is None
