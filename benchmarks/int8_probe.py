@@ -7,6 +7,12 @@ matrix products of the blocks (the MFCC front end, the norms and the scene stay 
 - ``static``: ``quantize_static`` in QDQ format, per-channel int8 weights, uint8 activations
   calibrated on the keyword clips of one voice (the other voices are held out for accuracy).
 
+Both use 7-bit weights (``reduce_range``): without VNNI, ONNX Runtime's u8 x s8 kernels sum
+pairs of products in int16, which saturates with full-range weights (measured here: static
+top-1 78.6% with full range, 90.7% with 7 bits). The temporal projections stay float: their
+weight is the left operand, and the quantizer's per-channel axis would then be the contraction
+axis, which ONNX Runtime cannot run as an int8 product (it keeps a float MatMul between DQ/Q).
+
 and prints, side by side with the fp32 export in the same process: 16 x 10 s throughput, 1 x 1 s
 latency (median of interleaved calls), keyword top-1 on the held-out clips (the keyword graph
 quantized the same way) and the min cosine similarity of scene embeddings against fp32. A
@@ -31,9 +37,11 @@ MODES = ("dynamic", "static")
 
 
 def _block_matmuls(path: str) -> list[str]:
+    """The blocks' channel projections (not the temporal ones: see the module docstring)."""
     import onnx
 
-    return [n.name for n in onnx.load(path).graph.node if n.op_type == "MatMul" and n.name.startswith("block")]
+    return [n.name for n in onnx.load(path).graph.node
+            if n.op_type == "MatMul" and n.name.startswith("block") and ".temporal" not in n.name]
 
 
 def _clips(folder: str) -> tuple[dict[str, list[np.ndarray]], dict[str, list[int]]]:
@@ -60,7 +68,7 @@ def quantize(mode: str, src: str, dst: str, calibration: list[dict[str, np.ndarr
     nodes = _block_matmuls(src)
     if mode == "dynamic":
         quantize_dynamic(src, dst, op_types_to_quantize=["MatMul"], nodes_to_quantize=nodes,
-                         weight_type=QuantType.QInt8)
+                         weight_type=QuantType.QInt8, reduce_range=True)
         return
 
     class Reader(CalibrationDataReader):
@@ -71,8 +79,8 @@ def quantize(mode: str, src: str, dst: str, calibration: list[dict[str, np.ndarr
             return next(self.feeds, None)
 
     quantize_static(src, dst, Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul"],
-                    nodes_to_quantize=nodes, per_channel=True, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8)
+                    nodes_to_quantize=nodes, per_channel=True, reduce_range=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
 
 
 def _session(path: str, threads: int):

@@ -57,11 +57,13 @@ def _roofline(results: dict, ref: dict) -> list[str]:
     roof = results.get("roofline") or {}
     if "sgemm_gflops" not in roof:
         return [f"\nno roofline: {roof['skipped']}"] if roof.get("skipped") else []
-    flops = ", ".join(f"{k} {v:.1f} MFLOP" for k, v in roof["matmul_mflop_per_chunk"].items())
+    flops = ", ".join(f"{k} {v:.1f} MFLOP" for k, v in roof["matmul_mflop_per_chunk"].items()) or "none counted"
+    probes = ", ".join(f"{g:.1f}" for g in roof.get("sgemm_gflops_probes", []))
     lines = ["", "## Roofline: matrix products alone at this machine's sgemm rate", "",
-             f"sgemm {roof['sgemm_gflops']:.1f} GFLOP/s (ONNX Runtime MatMul, 1024 x 1024 fp32, {roof['threads']} "
-             f"threads); matrix work per one-second chunk: {flops}. No fp32 rewrite that keeps the arithmetic "
-             "runs faster than its bound: everything else only adds time.", "",
+             f"sgemm {roof['sgemm_gflops']:.1f} GFLOP/s (ONNX Runtime MatMul, best of 512 and 1024 square, fp32, "
+             f"{roof['threads']} threads{'; probes before and after the grid: ' + probes if probes else ''}); "
+             f"matrix work per one-second chunk: {flops}. At this rate, a backend doing these FLOPs runs no faster "
+             "than its bound (everything else only adds time); fewer FLOPs raise it.", "",
              "| backend | workload | x realtime | bound x realtime | measured / bound | reference x realtime "
              "| bound / reference |", "|---|---|---:|---:|---:|---:|---:|"]
     for r in results["results"]:
@@ -73,6 +75,7 @@ def _roofline(results: dict, ref: dict) -> list[str]:
         best = f"{bound / base['throughput_x_realtime']:.2f}x" if base else "-"
         lines.append(f"| {r['backend']} | {_label(r)} | {r['throughput_x_realtime']:.1f} | {bound:.1f} "
                      f"| {r['throughput_x_realtime'] / bound:.0%} | {base_x} | {best} |")
+    lines += [f"\nnot counted, {name}: {why}" for name, why in roof.get("skipped", {}).items()]
     return lines
 
 

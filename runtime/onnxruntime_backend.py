@@ -113,27 +113,36 @@ def cuda_options(ort_version: str) -> dict:
     options = {"device_id": 0}
     if _version_tuple(ort_version) >= (1, 18):
         options["use_tf32"] = 0
-    elif os.environ.get("NVIDIA_TF32_OVERRIDE") != "0":
+    elif not _tf32_override_is_set():
         log.warning("onnxruntime %s cannot turn TF32 off per session: FP32 models on Ampere or later GPUs "
                     "lose precision unless NVIDIA_TF32_OVERRIDE=0 is set", ort_version)
     return options
 
 
+def _tf32_override_is_set() -> bool:
+    return os.environ.get("NVIDIA_TF32_OVERRIDE") == "0"
+
+
 def providers_for(backend: str) -> list:
     """The provider list for one of :data:`ORT_BACKENDS`: the named provider, then the ones below it."""
+    if backend not in ("onnxruntime-trt", "onnxruntime-cuda"):
+        return ["CPUExecutionProvider"]
     cuda = ("CUDAExecutionProvider", cuda_options(_ort().__version__))
-    if backend == "onnxruntime-trt":
-        cache = trt_cache_dir()
-        trt = ("TensorrtExecutionProvider", {
-            "device_id": 0,
-            "trt_fp16_enable": False,  # an fp16 export carries its precision and casts in the graph
-            "trt_engine_cache_enable": True, "trt_engine_cache_path": cache,
-            "trt_timing_cache_enable": True, "trt_timing_cache_path": cache,
-        })
-        return [trt, cuda, "CPUExecutionProvider"]
     if backend == "onnxruntime-cuda":
         return [cuda, "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]
+    if not _tf32_override_is_set():
+        # ORT's TensorRT provider has no TF32 switch (microsoft/onnxruntime#26029); `kwmlp build`
+        # engines clear TensorRT's TF32 flag themselves
+        log.warning("onnxruntime's TensorRT provider runs FP32 layers (the front end too) in TF32 on Ampere or "
+                    "later GPUs unless NVIDIA_TF32_OVERRIDE=0 is set; `kwmlp build` engines do not")
+    cache = trt_cache_dir()
+    trt = ("TensorrtExecutionProvider", {
+        "device_id": 0,
+        "trt_fp16_enable": False,  # an fp16 export carries its precision and casts in the graph
+        "trt_engine_cache_enable": True, "trt_engine_cache_path": cache,
+        "trt_timing_cache_enable": True, "trt_timing_cache_path": cache,
+    })
+    return [trt, cuda, "CPUExecutionProvider"]
 
 
 def backend_of(providers: list[str]) -> str:

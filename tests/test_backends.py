@@ -106,3 +106,12 @@ def test_cuda_provider_runs_fp32_without_tf32(monkeypatch, caplog):
     with caplog.at_level(logging.WARNING, logger="kwmlp"):
         assert cuda_options("1.17.3") == {"device_id": 0}  # 1.17 rejects unknown options
     assert "NVIDIA_TF32_OVERRIDE=0" in caplog.text
+
+
+def test_cpu_provider_list_says_nothing_of_gpus(monkeypatch, caplog):
+    from kwmlp.runtime import onnxruntime_backend
+
+    monkeypatch.setattr(onnxruntime, "__version__", "1.17.3")  # an ORT that would warn about TF32
+    with caplog.at_level(logging.WARNING, logger="kwmlp"):
+        assert onnxruntime_backend.providers_for("onnxruntime-cpu") == ["CPUExecutionProvider"]
+    assert caplog.text == ""

@@ -53,3 +53,14 @@ def test_bench_unknown_backend_is_one_line(random_checkpoint, tmp_path, capsys):
     assert main(["bench", "--checkpoint", random_checkpoint, "--output", str(tmp_path), "--backends", "tvm"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown backend 'tvm'" in err[0]
+
+
+def test_bench_without_the_reference_still_bounds_the_cpu_rows(random_checkpoint, random_exported, tmp_path):
+    out = tmp_path / "bench"
+    assert main(["bench", "--quick", "--workloads", "1x1", "--output", str(out), "--checkpoint", random_checkpoint,
+                 "--backends", "onnxruntime-cpu", "--model", random_exported()]) == 0
+    r = json.loads((out / "results.json").read_text())
+    (row,) = r["results"]
+    assert row["max_abs_err"] is None and row["matmul_bound_x_realtime"] > 0
+    assert len(r["roofline"]["sgemm_gflops_probes"]) == 2  # before and after the grid, the best kept
+    assert "| onnxruntime-cpu | 1x1s |" in (out / "results.md").read_text()
