@@ -61,10 +61,27 @@ def _spawn(spec: dict) -> dict:
     return json.loads(lines[-1])
 
 
-def _row(backend: str, w: Workload, m: dict) -> dict:
+_REFERENCES = ("pytorch", "torch-compile")  # the PyTorch model from the checkpoint, always fp32
+
+
+def model_precision(model: str) -> str:
+    """The precision an export records in its metadata (``--model`` may be an fp16 export)."""
+    try:
+        import onnx
+
+        from kwmlp.runtime.metadata import ModelInfo
+
+        props = {p.key: p.value for p in onnx.load(model, load_external_data=False).metadata_props}
+        return ModelInfo.from_props(props, model).precision
+    except Exception:  # not an ONNX export we can read: say so rather than guess
+        return "unknown"
+
+
+def _row(backend: str, w: Workload, m: dict, precision: str) -> dict:
     lat = np.asarray(m["latencies_s"]) * 1e3
     return {
-        "backend": backend, "precision": "fp32", "batch": w.batch, "seconds": w.seconds,
+        "backend": backend, "precision": "fp32" if backend in _REFERENCES else precision,
+        "batch": w.batch, "seconds": w.seconds,
         "throughput_x_realtime": w.audio_seconds / (float(np.median(lat)) / 1e3),
         "latency_ms": {f"p{q}": float(np.percentile(lat, q)) for q in (50, 90, 99)},
         "peak_rss_mb": m["peak_rss_mb"], "max_abs_err": m["max_abs_err"], "repeats": len(lat),
@@ -90,6 +107,7 @@ def _run_grid(settings: Settings, model: str, runnable: list[str], workloads, re
     of load then hits all backends alike, and the percentiles are over the calls of all rounds."""
     runs: dict[tuple[str, Workload], list[dict]] = {}
     failed = []
+    precision = model_precision(model)
     for _ in range(settings.rounds if refdir is not None else 1):
         for w in workloads:
             ref_path = os.path.join(refdir, f"{w.label}.npz") if refdir else None
@@ -104,11 +122,11 @@ def _run_grid(settings: Settings, model: str, runnable: list[str], workloads, re
                     failed.append({"backend": name, "workload": w.label, "error": str(e)})
                     continue
                 runs.setdefault((name, w), []).append(m)
-                row = _row(name, w, m)
+                row = _row(name, w, m, precision)
                 log.info("%-16s %-8s %8.1fx realtime  p50 %8.2f ms  peak RSS %6.0f MB  max abs err %s", name,
                          w.label, row["throughput_x_realtime"], row["latency_ms"]["p50"], row["peak_rss_mb"],
                          row["max_abs_err"])
-    rows = [_row(name, w, _merge(ms)) for (name, w), ms in runs.items()]
+    rows = [_row(name, w, _merge(ms), precision) for (name, w), ms in runs.items()]
     latencies = {f"{name} {w.label}": [t * 1e3 for m in ms for t in m["latencies_s"]] for (name, w), ms in runs.items()}
     return rows, latencies, failed
 

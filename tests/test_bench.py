@@ -64,3 +64,12 @@ def test_bench_without_the_reference_still_bounds_the_cpu_rows(random_checkpoint
     assert row["max_abs_err"] is None and row["matmul_bound_x_realtime"] > 0
     assert len(r["roofline"]["sgemm_gflops_probes"]) == 2  # before and after the grid, the best kept
     assert "| onnxruntime-cpu | 1x1s |" in (out / "results.md").read_text()
+
+
+def test_bench_rows_carry_the_exports_precision(random_checkpoint, random_exported, tmp_path):
+    out = tmp_path / "bench"
+    assert main(["bench", "--quick", "--workloads", "1x0.5", "--output", str(out), "--checkpoint", random_checkpoint,
+                 "--backends", "pytorch,onnxruntime-cpu", "--model", random_exported(precision="fp16")]) == 0
+    rows = {x["backend"]: x for x in json.loads((out / "results.json").read_text())["results"]}
+    assert rows["pytorch"]["precision"] == "fp32" and rows["onnxruntime-cpu"]["precision"] == "fp16"
+    assert 0 < rows["onnxruntime-cpu"]["max_abs_err"] < 0.1  # fp16 differs from the reference, but not wildly
