@@ -15,13 +15,14 @@ import numpy as np
 
 BACKENDS = ("pytorch", "torch-compile", "onnxruntime-cpu", "onnxruntime-cuda", "tensorrt")
 REFERENCE = "pytorch"
+TORCH_BACKENDS = ("pytorch", "torch-compile")  # the PyTorch model of the checkpoint, eager and compiled: fp32
 Runner = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 def unavailable(name: str, quick: bool = False, named: bool = False) -> str | None:
     """Why backend ``name`` cannot run here, or None when it can. ``named``: asked for explicitly."""
     has = lambda mod: importlib.util.find_spec(mod) is not None
-    if name in ("pytorch", "torch-compile") and not has("torch"):
+    if name in TORCH_BACKENDS and not has("torch"):
         return "torch is not installed (pip install 'kwmlp-rt[export]')"
     if name == "torch-compile":
         if shutil.which("g++") is None and shutil.which("cc") is None:
@@ -75,7 +76,7 @@ def _onnxruntime(model: str, threads: int, provider: str, block_seconds: int | N
 
 
 def load(name: str, checkpoint: str, model: str, threads: int, block_seconds: int | None) -> Runner:
-    if name in ("pytorch", "torch-compile"):
+    if name in TORCH_BACKENDS:
         return _torch_reference(checkpoint, threads, compiled=name == "torch-compile")
     if name == "onnxruntime-cpu":
         return _onnxruntime(model, threads, "CPUExecutionProvider", block_seconds)

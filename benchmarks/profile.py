@@ -14,30 +14,46 @@ import os
 import re
 import tempfile
 
+import numpy as np
+
 from kwmlp.benchmarks.workloads import Workload
 
+_KERNEL = "_kernel_time"  # suffix of a node kernel's event name
 
-def profile(model: str, workload: Workload, runs: int, threads: int) -> tuple[collections.Counter, collections.Counter]:
-    """Kernel microseconds per run, by operator type and by node group."""
+
+def kernel_events(model: str, audio: np.ndarray, runs: int = 1, threads: int = 1,
+                  optimize: bool = True) -> list[dict]:
+    """ONNX Runtime's profiler events of the node kernels over ``runs`` calls of ``model`` on ``audio``,
+    in call order, each with ``node``: the node's name. ``optimize=False`` runs the nodes as exported
+    (no fusions), so that names and shapes are the export's own."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
+                                     else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     opts.intra_op_num_threads = threads
     opts.enable_profiling = True
     with tempfile.TemporaryDirectory() as tmp:
         opts.profile_file_prefix = os.path.join(tmp, "ort")
         sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
-        feed = {sess.get_inputs()[0].name: workload.audio()}
-        for _ in range(runs + 2):  # two warm-up runs, dropped below
+        feed = {sess.get_inputs()[0].name: audio}
+        for _ in range(runs):
             sess.run(None, feed)
         with open(sess.end_profiling()) as f:
-            events = [e for e in json.load(f) if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
+            events = [e for e in json.load(f) if e.get("cat") == "Node" and e["name"].endswith(_KERNEL)]
+    for e in events:
+        e["node"] = e["name"][: -len(_KERNEL)]
+    return events
+
+
+def profile(model: str, workload: Workload, runs: int, threads: int) -> tuple[collections.Counter, collections.Counter]:
+    """Kernel microseconds per run, by operator type and by node group."""
+    events = kernel_events(model, workload.audio(), runs + 2, threads)  # two warm-up runs, dropped below
     per_run = len(events) // (runs + 2)
     by_op, by_node = collections.Counter(), collections.Counter()
     for e in events[2 * per_run:]:
         by_op[e["args"]["op_name"]] += e["dur"] / runs
-        by_node[re.sub(r"block\d+\.", "block*.", e["name"][: -len("_kernel_time")])] += e["dur"] / runs
+        by_node[re.sub(r"block\d+\.", "block*.", e["node"])] += e["dur"] / runs
     return by_op, by_node
 
 

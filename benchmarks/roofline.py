@@ -15,10 +15,7 @@ the PyTorch reference, with ``torch.utils.flop_counter``. A multiply-add is 2 FL
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
 import time
 
 import numpy as np
@@ -75,23 +72,14 @@ def node_flops(op: str, inputs: list[list[int] | None], output: list[int], attrs
 def onnx_matmul_flops(model_path: str, seconds: float = _PROBE_SECONDS) -> float:
     """Matrix FLOPs of one exported model's call on one clip of ``seconds``, per one-second chunk."""
     import onnx
-    import onnxruntime as ort
-    from onnx import numpy_helper
+
+    from kwmlp.benchmarks.profile import kernel_events
 
     model = onnx.load(model_path)
-    init = {t.name: list(numpy_helper.to_array(t).shape) for t in model.graph.initializer}
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # the exported nodes, by name
-    opts.enable_profiling = True
+    init = {t.name: list(t.dims) for t in model.graph.initializer}
     samples = int(round(seconds * CHUNK_SAMPLES))
-    with tempfile.TemporaryDirectory() as tmp:
-        opts.profile_file_prefix = os.path.join(tmp, "ort")
-        sess = ort.InferenceSession(model_path, opts, providers=["CPUExecutionProvider"])
-        sess.run(None, {sess.get_inputs()[0].name: np.zeros((1, samples), np.float32)})
-        with open(sess.end_profiling()) as f:
-            events = [e for e in json.load(f) if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
-    out_shapes = {e["name"][: -len("_kernel_time")]: [next(iter(s.values())) for s in e["args"]["output_type_shape"]]
-                  for e in events}
+    events = kernel_events(model_path, np.zeros((1, samples), np.float32), optimize=False)
+    out_shapes = {e["node"]: [next(iter(s.values())) for s in e["args"]["output_type_shape"]] for e in events}
     produced = {o: out_shapes.get(n.name, [None] * len(n.output))[i]
                 for n in model.graph.node for i, o in enumerate(n.output)}
     total = 0.0

@@ -61,26 +61,21 @@ def _spawn(spec: dict) -> dict:
     return json.loads(lines[-1])
 
 
-_REFERENCES = ("pytorch", "torch-compile")  # the PyTorch model from the checkpoint, always fp32
-
-
 def model_precision(model: str) -> str:
     """The precision an export records in its metadata (``--model`` may be an fp16 export)."""
+    from kwmlp.runtime.metadata import ModelInfo
+    from kwmlp.runtime.onnxruntime_backend import OrtRunner
+
     try:
-        import onnx
-
-        from kwmlp.runtime.metadata import ModelInfo
-
-        props = {p.key: p.value for p in onnx.load(model, load_external_data=False).metadata_props}
-        return ModelInfo.from_props(props, model).precision
-    except Exception:  # not an ONNX export we can read: say so rather than guess
+        return ModelInfo.from_props(OrtRunner(model, threads=1).metadata, model).precision
+    except KwmlpError:  # not an export ONNX Runtime can read: say so rather than guess
         return "unknown"
 
 
 def _row(backend: str, w: Workload, m: dict, precision: str) -> dict:
     lat = np.asarray(m["latencies_s"]) * 1e3
     return {
-        "backend": backend, "precision": "fp32" if backend in _REFERENCES else precision,
+        "backend": backend, "precision": "fp32" if backend in backends.TORCH_BACKENDS else precision,
         "batch": w.batch, "seconds": w.seconds,
         "throughput_x_realtime": w.audio_seconds / (float(np.median(lat)) / 1e3),
         "latency_ms": {f"p{q}": float(np.percentile(lat, q)) for q in (50, 90, 99)},
@@ -102,12 +97,11 @@ def _merge(runs: list[dict]) -> dict:
             "max_abs_err": bad[0] if bad else (None if None in errors else max(errors))}
 
 
-def _run_grid(settings: Settings, model: str, runnable: list[str], workloads, refdir: str | None):
+def _run_grid(settings: Settings, model: str, precision: str, runnable: list[str], workloads, refdir: str | None):
     """Every backend on every workload, ``settings.rounds`` times in turn: on a shared machine a burst
     of load then hits all backends alike, and the percentiles are over the calls of all rounds."""
     runs: dict[tuple[str, Workload], list[dict]] = {}
     failed = []
-    precision = model_precision(model)
     for _ in range(settings.rounds if refdir is not None else 1):
         for w in workloads:
             ref_path = os.path.join(refdir, f"{w.label}.npz") if refdir else None
@@ -132,7 +126,7 @@ def _run_grid(settings: Settings, model: str, runnable: list[str], workloads, re
 
 
 # CPU backends and whose matrix work they do: the bound uses the CPU's sgemm rate
-_CPU_FLOPS = {"pytorch": "reference", "torch-compile": "reference", "onnxruntime-cpu": "export"}
+_CPU_FLOPS = {**dict.fromkeys(backends.TORCH_BACKENDS, "reference"), "onnxruntime-cpu": "export"}
 
 
 def _roofline(settings: Settings, model: str, runnable: list[str]) -> dict:
@@ -185,17 +179,18 @@ def run(settings: Settings) -> dict:
         runnable.insert(0, backends.REFERENCE)
     info = machine.describe()
     model = _export(settings)
+    precision = model_precision(model)
     roof = _roofline(settings, model, runnable)
     with tempfile.TemporaryDirectory() as refdir:
         refdir = refdir if backends.REFERENCE in runnable else ""
-        rows, latencies, failed = _run_grid(settings, model, runnable, settings.workloads, refdir)
+        rows, latencies, failed = _run_grid(settings, model, precision, runnable, settings.workloads, refdir)
     _sgemm_again(roof, settings.threads)
     _add_bounds(rows, roof)
     results = {"machine": info, "threads": settings.threads, "results": rows, "skipped": skipped, "failed": failed,
                "roofline": roof}
     if settings.scaling:
         log.info("scaling: onnxruntime-cpu, one clip streamed in 10 s pieces")
-        rows, _, more = _run_grid(settings, model, ["onnxruntime-cpu"], SCALING, None)
+        rows, _, more = _run_grid(settings, model, precision, ["onnxruntime-cpu"], SCALING, None)
         results["scaling"], failed = rows, failed + more
         results["failed"] = failed
     results["machine"]["load_average_end"] = list(os.getloadavg())
