@@ -31,7 +31,7 @@ import numpy as np
 
 from kwmlp.benchmarks.workloads import Workload
 from kwmlp.dims import KEYWORDS
-from kwmlp.export.onnx_export import keywords_path_for
+from kwmlp.artifact import keywords_path_for
 
 MODES = ("dynamic", "static")
 

@@ -6,8 +6,8 @@ import os
 
 import numpy as np
 
-from kwmlp.benchmarks.backends import REFERENCE
-from kwmlp.errors import KwmlpError
+from kwmlp.benchmarks.targets import REFERENCE
+from kwmlp.errors import KwmlpError, missing_extra
 
 
 def _label(r: dict) -> str:
@@ -83,7 +83,7 @@ def _pyplot():
     try:
         import matplotlib
     except ImportError as e:
-        raise KwmlpError("plots need matplotlib; install it with: pip install 'kwmlp-rt[bench]'") from e
+        raise missing_extra("matplotlib", "bench", "plotting") from e
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kwmlp.benchmarks import backends, machine, report, roofline
+from kwmlp.benchmarks import targets, machine, report, roofline
 from kwmlp.benchmarks.workloads import GRID, SCALING, Workload
 from kwmlp.errors import KwmlpError
 from kwmlp.fileio import write_bytes_atomic
@@ -24,7 +25,7 @@ log = logging.getLogger("kwmlp")
 class Settings:
     checkpoint: str
     output: str
-    backends: tuple[str, ...] = backends.BACKENDS
+    backends: tuple[str, ...] = targets.TARGETS
     named: bool = False  # backends were given explicitly (--backends)
     workloads: tuple[Workload, ...] = GRID
     quick: bool = False
@@ -63,11 +64,10 @@ def _spawn(spec: dict) -> dict:
 
 def model_precision(model: str) -> str:
     """The precision an export records in its metadata (``--model`` may be an fp16 export)."""
-    from kwmlp.runtime.metadata import ModelInfo
-    from kwmlp.runtime.onnxruntime_backend import OrtRunner
+    from kwmlp.artifact import read_model_info
 
     try:
-        return ModelInfo.from_props(OrtRunner(model, threads=1).metadata, model).precision
+        return read_model_info(model).precision
     except KwmlpError:  # not an export ONNX Runtime can read: say so rather than guess
         return "unknown"
 
@@ -75,7 +75,7 @@ def model_precision(model: str) -> str:
 def _row(backend: str, w: Workload, m: dict, precision: str) -> dict:
     lat = np.asarray(m["latencies_s"]) * 1e3
     return {
-        "backend": backend, "precision": "fp32" if backend in backends.TORCH_BACKENDS else precision,
+        "backend": backend, "precision": "fp32" if backend in targets.TORCH_BACKENDS else precision,
         "batch": w.batch, "seconds": w.seconds,
         "throughput_x_realtime": w.audio_seconds / (float(np.median(lat)) / 1e3),
         "latency_ms": {f"p{q}": float(np.percentile(lat, q)) for q in (50, 90, 99)},
@@ -126,7 +126,7 @@ def _run_grid(settings: Settings, model: str, precision: str, runnable: list[str
 
 
 # CPU backends and whose matrix work they do: the bound uses the CPU's sgemm rate
-_CPU_FLOPS = {**dict.fromkeys(backends.TORCH_BACKENDS, "reference"), "onnxruntime-cpu": "export"}
+_CPU_FLOPS = {**dict.fromkeys(targets.TORCH_BACKENDS, "reference"), "onnxruntime-cpu": "export"}
 
 
 def _roofline(settings: Settings, model: str, runnable: list[str]) -> dict:
@@ -135,8 +135,8 @@ def _roofline(settings: Settings, model: str, runnable: list[str]) -> dict:
     try:
         import onnx  # noqa: F401  (the sgemm probe builds a one-node model)
     except ImportError:
-        return {"skipped": "onnx is not installed (pip install 'kwmlp-rt[export]')"}
-    has_torch = backends.unavailable(backends.REFERENCE) is None
+        return {"skipped": "onnx is not installed (pip install -e '.[export]')"}
+    has_torch = targets.unavailable(targets.REFERENCE) is None
     roof = roofline.measure(model, settings.checkpoint if has_torch else None, settings.threads)
     for name, why in roof["skipped"].items():
         log.info("roofline: %s: %s", name, why)
@@ -165,24 +165,24 @@ def _add_bounds(rows: list[dict], roof: dict) -> None:
 def run(settings: Settings) -> dict:
     """Benchmark and write ``results.json``, ``results.md`` and plots into ``settings.output``."""
     os.makedirs(settings.output, exist_ok=True)
-    settings = Settings(**{**settings.__dict__, "threads": settings.threads or machine.describe()["cores"]})
+    settings = dataclasses.replace(settings, threads=settings.threads or machine.describe()["cores"])
     skipped, runnable = [], []
     for name in settings.backends:
-        why = backends.unavailable(name, settings.quick, settings.named)
+        why = targets.unavailable(name, settings.quick, settings.named)
         if why:
             log.info("skipping %s: %s", name, why)
             skipped.append({"backend": name, "reason": why})
         else:
             runnable.append(name)
-    if backends.REFERENCE in runnable:  # the reference first: the others are compared with its outputs
-        runnable.remove(backends.REFERENCE)
-        runnable.insert(0, backends.REFERENCE)
+    if targets.REFERENCE in runnable:  # the reference first: the others are compared with its outputs
+        runnable.remove(targets.REFERENCE)
+        runnable.insert(0, targets.REFERENCE)
     info = machine.describe()
     model = _export(settings)
     precision = model_precision(model)
     roof = _roofline(settings, model, runnable)
     with tempfile.TemporaryDirectory() as refdir:
-        refdir = refdir if backends.REFERENCE in runnable else ""
+        refdir = refdir if targets.REFERENCE in runnable else ""
         rows, latencies, failed = _run_grid(settings, model, precision, runnable, settings.workloads, refdir)
     _sgemm_again(roof, settings.threads)
     _add_bounds(rows, roof)

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from kwmlp.benchmarks import backends
+from kwmlp.benchmarks import targets
 from kwmlp.benchmarks.workloads import Workload
 from kwmlp.dims import SAMPLE_RATE
 
@@ -57,7 +57,7 @@ def measure(spec: dict) -> dict:
         audio, run = None, _streamed(spec, w)
     else:
         audio = w.audio()
-        run = backends.load(spec["backend"], spec["checkpoint"], spec["model"], spec["threads"], None)
+        run = targets.load(spec["backend"], spec["checkpoint"], spec["model"], spec["threads"], None)
     for _ in range(spec["warmup"]):
         ts, scene = run(audio)
     latencies = []
@@ -67,7 +67,7 @@ def measure(spec: dict) -> dict:
         t0 = time.perf_counter()
         ts, scene = run(audio)
         latencies.append(time.perf_counter() - t0)
-    if spec["backend"] == backends.REFERENCE:
+    if spec["backend"] == targets.REFERENCE:
         np.savez(spec["reference"], ts=ts, scene=scene)
         err = 0.0
     elif spec.get("reference"):

@@ -7,6 +7,7 @@ per-window embeddings.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass
@@ -16,13 +17,13 @@ import onnx
 from onnx import helper
 
 import kwmlp
+from kwmlp.artifact import LAYOUT_EMBEDDINGS, LAYOUT_KEYWORDS, ModelInfo, keywords_path_for
 from kwmlp.dims import ModelDims
-from kwmlp.errors import KwmlpError
+from kwmlp.errors import KwmlpError, missing_extra
 from kwmlp.export import graph
 from kwmlp.export.builder import fold_constants
 from kwmlp.export.fp16 import convert_to_fp16
 from kwmlp.fileio import write_bytes_atomic
-from kwmlp.runtime.metadata import LAYOUT_EMBEDDINGS, LAYOUT_KEYWORDS, ModelInfo
 
 log = logging.getLogger("kwmlp")
 
@@ -47,11 +48,6 @@ class ExportOptions:
             raise KwmlpError(f"opset must be at least {graph.OPSET} (LayerNormalization), got {self.opset}")
         if not self.max_seconds > 0:
             raise KwmlpError(f"max_seconds must be positive, got {self.max_seconds}")
-
-
-def keywords_path_for(path: str) -> str:
-    root, ext = os.path.splitext(path)
-    return f"{root}.keywords{ext or '.onnx'}"
 
 
 def _model(g: onnx.GraphProto, opset: int, props: dict[str, str]) -> onnx.ModelProto:
@@ -79,7 +75,7 @@ def build_models(
         keywords_model=keywords_file,
     )
     emb = _model(graph.embedding_graph(weights, dims, options.scene, halvings), options.opset, info.to_props())
-    kw_info = ModelInfo(**{**info.__dict__, "layout": LAYOUT_KEYWORDS, "keywords_model": ""})
+    kw_info = dataclasses.replace(info, layout=LAYOUT_KEYWORDS, keywords_model="")
     kw = _model(graph.keyword_graph(weights, dims), options.opset, kw_info.to_props())
     if options.precision == "fp16":
         emb, kw = convert_to_fp16(emb), convert_to_fp16(kw)
@@ -94,7 +90,7 @@ def export_checkpoint(checkpoint: str, out_path: str, options: ExportOptions = E
     try:
         from kwmlp.models import checkpoint as ck
     except ImportError as e:
-        raise KwmlpError("exporting needs torch; install it with: pip install 'kwmlp-rt[export]'") from e
+        raise missing_extra("torch", "export", "exporting") from e
     options.check()
     state = ck.read_state_dict(checkpoint)
     dims = ck.dims_of(state, options.depth)

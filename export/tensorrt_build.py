@@ -20,12 +20,11 @@ from dataclasses import dataclass
 from kwmlp.dims import CHUNK_SAMPLES
 from kwmlp.errors import KwmlpError
 from kwmlp.fileio import sha256_file, write_bytes_atomic
-from kwmlp.runtime.engine_info import EngineInfo, Profile, this_device, timing_cache_path, write_sidecar
+from kwmlp.trt import import_tensorrt, logger as trt_logger
+from kwmlp.artifact.sidecar import EngineInfo, Profile, this_device, timing_cache_path, write_sidecar
 
 log = logging.getLogger("kwmlp")
 
-TRT_INSTALL_HINT = ("install it with: pip install 'kwmlp-rt[gpu]' (x86; tensorrt-cu12 or tensorrt-cu13 to match the "
-                    "driver), or on a Jetson use JetPack's python3-libnvinfer in a venv made with --system-site-packages")
 NETWORKS = ("auto", "strongly-typed", "precision-constraints")
 KEYWORD_WINDOWS = (1, 64, 256)  # min / opt / max one-second windows per call of the keyword engine
 
@@ -91,14 +90,6 @@ def keyword_profiles() -> tuple[Profile, ...]:
     return (Profile("windows", (lo, CHUNK_SAMPLES), (opt, CHUNK_SAMPLES), (hi, CHUNK_SAMPLES)),)
 
 
-def import_tensorrt():
-    try:
-        import tensorrt as trt
-    except ImportError:
-        raise KwmlpError(f"TensorRT is not installed; {TRT_INSTALL_HINT}") from None
-    return trt
-
-
 def network_mode(trt, requested: str = "auto") -> str:
     """Which network to build: strongly typed where TensorRT has it (10.x) or where the FP16 flag is
     gone (11: always strongly typed); precision constraints when asked for on a TensorRT that has them."""
@@ -161,18 +152,16 @@ def build_engine(
     """Build ``onnx_path`` into ``engine_path`` and write its sidecar; both atomically.
 
     ``precision`` is the ONNX's (``"fp16"``/``"fp32"``), ``export`` its kwmlp metadata. ``trt`` and
-    ``cuda`` default to the installed TensorRT and CUDA API (:func:`kwmlp.runtime.cuda.load`).
+    ``cuda`` default to the installed TensorRT and CUDA API (:func:`kwmlp.cuda.load`).
     """
     if trt is None:
         trt = import_tensorrt()
     if cuda is None:
-        from kwmlp.runtime import cuda as cuda_api
+        from kwmlp import cuda as cuda_api
 
         cuda = cuda_api.load()
     device = this_device(trt, cuda)
     mode = network_mode(trt, network)
-    from kwmlp.runtime.tensorrt_backend import trt_logger
-
     logger = trt_logger(trt)
     builder = trt.Builder(logger)
     net = builder.create_network(_network_flags(trt, mode))

@@ -1,5 +1,5 @@
 import sys
 
-from kwmlp.cli import main
+from kwmlp.apps.cli import main
 
 sys.exit(main())

@@ -9,5 +9,12 @@ class KwmlpError(ValueError):
     """
 
 
-def missing_extra(package: str, extra: str) -> KwmlpError:
-    return KwmlpError(f"{package} is not installed; install it with: pip install 'kwmlp-rt[{extra}]'")
+def install_command(extra: str) -> str:
+    """What installs one of the optional extras (``pyproject.toml``) from a clone of kwmlp-rt."""
+    return f"pip install -e '.[{extra}]'"
+
+
+def missing_extra(package: str, extra: str, needed_for: str = "") -> KwmlpError:
+    """The one sentence for an optional dependency that is not installed."""
+    what = f"{needed_for} needs {package}, which is not installed" if needed_for else f"{package} is not installed"
+    return KwmlpError(f"{what}; install it with: {install_command(extra)}")

@@ -1,6 +1,6 @@
 """The PyTorch reference: KW-MLP, its MFCC front end and the HEAR wrapper semantics.
 
-Needs torch (``pip install 'kwmlp-rt[export]'``), except ``kwmlp.models.filters`` (numpy):
+Needs torch (``pip install -e '.[export]'``), except ``kwmlp.models.filters`` (numpy):
 the names below are imported on first use, so that the filters load without torch.
 """
 

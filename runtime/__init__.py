@@ -4,9 +4,10 @@ Importing this package needs numpy and onnxruntime only (edge devices carry no t
 """
 
 from kwmlp.dims import KEYWORDS
-from kwmlp.runtime.embedder import Embedder, EmbeddingResult
+from kwmlp.runtime.embedder import Embedder
+from kwmlp.runtime.result import EmbeddingResult
 from kwmlp.runtime.keywords import Detection, classify, merge, spot, spot_stream
-from kwmlp.runtime.metadata import ModelInfo
+from kwmlp.artifact import ModelInfo
 
 __all__ = [
     "Detection", "Embedder", "EmbeddingResult", "KEYWORDS", "ModelInfo", "classify", "merge", "spot", "spot_stream",

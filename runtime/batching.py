@@ -3,23 +3,19 @@ S run together, zero-padded to the longest (exact: padding within S leaves every
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import numpy as np
 
 from kwmlp.dims import HOP_LENGTH, num_chunks
 from kwmlp.errors import KwmlpError
 from kwmlp.runtime.inputs import as_audio_batch, is_clip_list
-
-if TYPE_CHECKING:
-    from kwmlp.runtime.embedder import EmbeddingResult
+from kwmlp.runtime.result import EmbeddingResult
 
 
 def embed_clips(clips, embed_batch: Callable[[np.ndarray], EmbeddingResult]) -> list[EmbeddingResult]:
     """Embed a list of 1-D clips with ``embed_batch((B, L) float32) -> EmbeddingResult``;
     returns one result per clip, without a batch axis, timestamps cut to its own ``L // 160``."""
-    from kwmlp.runtime.embedder import EmbeddingResult
-
     arrays = []
     for i, c in enumerate(clips):
         a, squeeze = as_audio_batch(c, f"clip {i}")

@@ -7,17 +7,10 @@ import os
 
 import numpy as np
 
-from kwmlp.errors import KwmlpError
+from kwmlp.artifact import import_onnxruntime, open_onnx
+from kwmlp.runtime.runner import Runner
 
 log = logging.getLogger("kwmlp")
-
-
-def _ort():
-    try:
-        import onnxruntime
-    except ImportError as e:
-        raise KwmlpError("onnxruntime is not installed; install it with: pip install onnxruntime") from e
-    return onnxruntime
 
 
 def physical_cores() -> int:
@@ -36,36 +29,37 @@ def physical_cores() -> int:
         return n
 
 
-class OrtRunner:
+class OrtRunner(Runner):
     """One ONNX Runtime session over an exported model; ``run`` is thread-safe.
 
     ``providers`` defaults to the CPU provider; the session's actual providers are checked
-    after creation, since ONNX Runtime falls back silently.
+    after creation, since ONNX Runtime falls back silently: ``backend`` names the one that runs.
     """
 
     def __init__(self, path: str, providers: list | None = None, threads: int | None = None):
-        ort = _ort()
+        ort = import_onnxruntime()
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.intra_op_num_threads = threads or physical_cores()
         opts.log_severity_level = 3
-        providers = providers or ["CPUExecutionProvider"]
-        try:
-            self.session = ort.InferenceSession(path, sess_options=opts, providers=providers)
-        except Exception as e:  # ORT raises its own exception types for unreadable models
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise KwmlpError(f"{path} could not be loaded as an ONNX model ({first[:200]})") from e
+        self.session = open_onnx(path, opts, providers or ["CPUExecutionProvider"])
         self.path = path
         self.providers = self.session.get_providers()
-        self.inputs = {i.name: i for i in self.session.get_inputs()}
-        self.outputs = [o.name for o in self.session.get_outputs()]
+        self.backend = backend_of(self.providers)
+        # only the CPU provider is faster on cache-sized calls; a GPU wants the whole batch
+        self.cache_sized_calls = self.providers[0] == ORT_BACKENDS["onnxruntime-cpu"]
+        self.inputs = tuple(i.name for i in self.session.get_inputs())
+        self.outputs = tuple(o.name for o in self.session.get_outputs())
 
     @property
     def metadata(self) -> dict[str, str]:
         return dict(self.session.get_modelmeta().custom_metadata_map)
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return dict(zip(self.outputs, self.session.run(self.outputs, feeds)))
+        return dict(zip(self.outputs, self.session.run(list(self.outputs), feeds)))
+
+    def close(self) -> None:
+        self.session = None
 
 
 # What each ONNX Runtime backend asks for; ORT may still fall back silently, so the session's
@@ -78,7 +72,7 @@ ORT_BACKENDS = {
 
 
 def available_providers() -> list[str]:
-    return list(_ort().get_available_providers())
+    return list(import_onnxruntime().get_available_providers())
 
 
 def trt_cache_dir() -> str:
@@ -86,8 +80,8 @@ def trt_cache_dir() -> str:
 
     Called only when ORT offers the TensorRT provider, i.e. on a GPU machine with TensorRT.
     """
-    from kwmlp.runtime.engine_info import this_device, timing_cache_path
-    from kwmlp.runtime import cuda
+    from kwmlp import cuda
+    from kwmlp.artifact.sidecar import this_device, timing_cache_path
 
     import tensorrt as trt
 
@@ -127,7 +121,7 @@ def providers_for(backend: str) -> list:
     """The provider list for one of :data:`ORT_BACKENDS`: the named provider, then the ones below it."""
     if backend not in ("onnxruntime-trt", "onnxruntime-cuda"):
         return ["CPUExecutionProvider"]
-    cuda = ("CUDAExecutionProvider", cuda_options(_ort().__version__))
+    cuda = ("CUDAExecutionProvider", cuda_options(import_onnxruntime().__version__))
     if backend == "onnxruntime-cuda":
         return [cuda, "CPUExecutionProvider"]
     if not _tf32_override_is_set():

@@ -1,4 +1,4 @@
-"""Chunk compensation and the scene algorithms in numpy, for embeddings computed block by block.
+"""The scene algorithms in numpy, for embeddings computed block by block.
 
 The same float32 arithmetic as PyTorch's ``F.interpolate(mode="linear", align_corners=True)``
 and as the exported graph (see ``kwmlp.export.graph``), so that a clip embedded in blocks
@@ -10,24 +10,6 @@ from __future__ import annotations
 import numpy as np
 
 from kwmlp.dims import SCENE_ALGORITHMS, SCENE_STEPS
-
-
-def compensate(chunk_embeddings: np.ndarray | list[np.ndarray]) -> np.ndarray:
-    """``(S, 98, d)`` per-chunk embeddings of one clip (or a list of such blocks, consumed: each is
-    dropped once copied, so that an hour's frames are never held twice) -> ``(100 S - 2, d)``:
-    each chunk replicate-padded by one frame at each end, chunks joined, the clip's first and last
-    frame dropped."""
-    blocks = chunk_embeddings if isinstance(chunk_embeddings, list) else [chunk_embeddings]
-    s, frames, d = sum(len(b) for b in blocks), blocks[0].shape[1], blocks[0].shape[2]
-    out = np.empty((s, frames + 2, d), np.float32)
-    start = 0
-    while blocks:
-        b = blocks.pop(0)
-        out[start : start + len(b), 1:-1] = b
-        out[start : start + len(b), 0] = b[:, 0]
-        out[start : start + len(b), -1] = b[:, -1]
-        start += len(b)
-    return out.reshape(-1, d)[1:-1]
 
 
 def interpolate(x: np.ndarray, size: int) -> np.ndarray:

@@ -19,11 +19,11 @@ import threading
 
 import numpy as np
 
-from kwmlp.dims import ModelDims
 from kwmlp.errors import KwmlpError
-from kwmlp.runtime.cuda import CudaError
-from kwmlp.runtime.engine_info import EngineInfo, mismatch, read_sidecar, this_device
-from kwmlp.runtime.metadata import ModelInfo
+from kwmlp.artifact.sidecar import EngineInfo, mismatch, read_sidecar, this_device
+from kwmlp.cuda import CudaError
+from kwmlp.runtime.runner import Runner
+from kwmlp.trt import import_tensorrt, logger as trt_logger
 
 log = logging.getLogger("kwmlp")
 
@@ -32,24 +32,11 @@ class EngineMismatch(KwmlpError):
     """The engine was built for another GPU or TensorRT version (or cannot load here at all)."""
 
 
-_LOGGER = None
-
-
-def trt_logger(trt):
-    """The process's one TensorRT logger: TensorRT warns when builders and runtimes get different ones."""
-    global _LOGGER
-    if _LOGGER is None:
-        _LOGGER = trt.Logger(trt.Logger.WARNING)
-    return _LOGGER
-
-
 def _tensorrt():
     try:
-        import tensorrt as trt
-    except ImportError:
-        raise EngineMismatch("TensorRT is not installed; install it with: pip install 'kwmlp-rt[gpu]', or on a "
-                             "Jetson use JetPack's python3-libnvinfer in a --system-site-packages venv") from None
-    return trt
+        return import_tensorrt()
+    except KwmlpError as e:
+        raise EngineMismatch(str(e)) from None
 
 
 class _Buffer:
@@ -178,8 +165,8 @@ class _Worker:
         self.cuda.destroy_stream(self.stream)
 
 
-class TrtRunner:
-    """A TensorRT engine written by ``kwmlp build``, with the OrtRunner interface: ``run(feeds)``.
+class TrtRunner(Runner):
+    """A TensorRT engine written by ``kwmlp build``: a :class:`~kwmlp.runtime.runner.Runner`.
 
     ``run`` is thread-safe (a worker per thread); batches larger than every profile that takes
     the input's length run in pieces. Raises :class:`EngineMismatch` when the engine cannot run
@@ -193,7 +180,7 @@ class TrtRunner:
         except KwmlpError as e:
             raise EngineMismatch(str(e)) from None
         trt = _tensorrt()
-        from kwmlp.runtime import cuda as cuda_api
+        from kwmlp import cuda as cuda_api
 
         try:
             self.cuda = cuda_api.load()
@@ -212,13 +199,16 @@ class TrtRunner:
         self._local = threading.local()
         self._workers: list[_Worker] = []
         first = self._worker()
-        self.inputs = {n: None for n in first.inputs}
-        self.outputs = list(first.outputs)
+        self.backend = "tensorrt"
+        self.inputs = tuple(first.inputs)
+        self.outputs = tuple(first.outputs)
         self.providers = [f"TensorRT {trt.__version__}"]
-        dims = ModelDims(**self.info.export.get("dims", {}))
-        export = {k: v for k, v in self.info.export.items() if k != "dims"}
-        self.metadata = ModelInfo(dims=dims, **export).to_props()
+        self._metadata = self.info.model_info().to_props()
         self.max_samples = max(p.max[1] for p in self.info.profiles)
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return self._metadata
 
     def _worker(self) -> _Worker:
         w = getattr(self._local, "worker", None)
@@ -260,6 +250,3 @@ class TrtRunner:
                 w.close()
             self._workers.clear()
 
-
-def keywords_engine_path(engine_path: str, info: EngineInfo) -> str:
-    return os.path.join(os.path.dirname(engine_path), info.keywords_engine)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from kwmlp import audio
+from kwmlp.apps import audio
 from kwmlp.errors import KwmlpError
 
 HAVE_MP3 = "MP3" in sf.available_formats()

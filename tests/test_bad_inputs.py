@@ -94,7 +94,7 @@ def test_onnx_with_another_layout(tmp_path, random_exported):
 
 
 def test_keyword_model_given_as_embedding_model(random_exported):
-    from kwmlp.export import keywords_path_for
+    from kwmlp.artifact import keywords_path_for
     from kwmlp.runtime import Embedder
 
     with pytest.raises(KwmlpError, match="is the keyword model of an export"):

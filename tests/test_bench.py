@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from kwmlp.cli import main
+from kwmlp.apps.cli import main
 
 pytest.importorskip("torch")
 pytest.importorskip("matplotlib")

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from kwmlp.cli import main
+from kwmlp.apps.cli import main
 
 
 def test_export_and_info(random_checkpoint, tmp_path, capsys):

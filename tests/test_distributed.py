@@ -7,7 +7,7 @@ ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
 sf = pytest.importorskip("soundfile")
 
-from kwmlp.cli import main  # noqa: E402
+from kwmlp.apps.cli import main  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_ray_npz_tree_equals_local_cli(local_ray, random_exported, corpus, local
 def test_ray_parquet_rows(local_ray, random_exported, corpus, local_outputs, tmp_path):
     import pyarrow.parquet as pq
 
-    from kwmlp.distributed import CorpusOptions, embed_corpus
+    from kwmlp.apps.distributed import CorpusOptions, embed_corpus
 
     out = tmp_path / "pq"
     # two actors on the fixture's 2 CPUs: they must leave room for the decoding and writing tasks

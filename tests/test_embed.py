@@ -10,8 +10,8 @@ import pytest
 import soundfile as sf
 
 from conftest import max_abs
-from kwmlp import audio, pipeline
-from kwmlp.cli import main
+from kwmlp.apps import audio, pipeline
+from kwmlp.apps.cli import main
 from kwmlp.runtime import Embedder
 
 
@@ -169,7 +169,7 @@ def test_a_crash_in_the_decoder_is_raised_not_waited_for(random_exported, folder
 
 def test_embed_classify_spot_run_without_torch(random_exported, folder, tmp_path):
     code = (
-        "import sys; sys.modules['torch'] = None; from kwmlp.cli import main; "
+        "import sys; sys.modules['torch'] = None; from kwmlp.apps.cli import main; "
         f"rc = [main(['embed', {random_exported()!r}, {str(folder / 'a.wav')!r}, '-o', {str(tmp_path)!r}, '-q']), "
         f"main(['classify', {random_exported()!r}, {str(folder / 'a.wav')!r}]), "
         f"main(['spot', {random_exported()!r}, {str(folder / 'b.flac')!r}, '--threshold', '0'])]; "

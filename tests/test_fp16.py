@@ -96,7 +96,7 @@ def _ancestors(graph: onnx.GraphProto, tensor: str) -> list[onnx.NodeProto]:
 
 @pytest.fixture(scope="module", params=["iterative", "single", "mean"])
 def fp16_models(request, random_exported):
-    from kwmlp.export import keywords_path_for
+    from kwmlp.artifact import keywords_path_for
 
     path = random_exported(precision="fp16", scene=request.param)
     return onnx.load(path), onnx.load(keywords_path_for(path))

@@ -15,7 +15,7 @@ TRT_ALLOWED = {
 @pytest.fixture(scope="module", params=[(s, p) for p in ("fp32", "fp16") for s in ("iterative", "single", "mean")],
                 ids=lambda sp: "-".join(sp))
 def models(request, random_exported):
-    from kwmlp.export import keywords_path_for
+    from kwmlp.artifact import keywords_path_for
 
     scene, precision = request.param
     path = random_exported(scene=scene, precision=precision)

@@ -1,4 +1,4 @@
-"""``kwmlp.hear``: the HEAR 2021 common API on the runtime, against the reference vectors and the validator."""
+"""``kwmlp.apps.hear_api``: the HEAR 2021 common API on the runtime, against the reference vectors and the validator."""
 
 import sys
 import types
@@ -10,7 +10,7 @@ from conftest import load_case, max_abs
 
 torch = pytest.importorskip("torch")
 
-from kwmlp import hear  # noqa: E402
+from kwmlp.apps import hear_api as hear  # noqa: E402
 from kwmlp.errors import KwmlpError  # noqa: E402
 
 
@@ -91,7 +91,7 @@ def validator(monkeypatch):
 @pytest.mark.parametrize("kind", ["pth", "onnx"])
 def test_hear_validator(validator, checkpoint, exported, kind, capsys):
     path = checkpoint if kind == "pth" else exported()
-    validator("kwmlp.hear", path, device="cpu")()  # raises ModelError on any violation
+    validator("kwmlp.apps.hear_api", path, device="cpu")()  # raises ModelError on any violation
     out = capsys.readouterr().out
     assert "Received embedding of shape: torch.Size([16, 200, 64])" in out
     assert "Received embedding of shape: torch.Size([8, 1024])" in out

@@ -10,8 +10,8 @@ import soundfile as sf
 import soxr
 
 from conftest import KEYWORDS_DIR
-from kwmlp import audio
-from kwmlp.cli import main
+from kwmlp.apps import audio
+from kwmlp.apps.cli import main
 from kwmlp.runtime import KEYWORDS, Detection, Embedder, classify, spot, spot_stream
 from kwmlp.runtime.keywords import aggregate, merge, one_second
 

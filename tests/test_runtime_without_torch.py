@@ -35,7 +35,7 @@ def test_no_module_level_torch_import_under_runtime():
 
 
 def test_info_command_runs_without_torch(random_exported):
-    code = f"import sys; sys.modules['torch'] = None; from kwmlp.cli import main; sys.exit(main(['info', {random_exported()!r}]))"
+    code = f"import sys; sys.modules['torch'] = None; from kwmlp.apps.cli import main; sys.exit(main(['info', {random_exported()!r}]))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
     assert out.returncode == 0, out.stderr
     assert "scene_embeddings" in out.stdout

@@ -11,7 +11,7 @@ import pytest
 
 from kwmlp.errors import KwmlpError
 from kwmlp.export import tensorrt_build as tb
-from kwmlp.runtime.engine_info import Device, EngineInfo, mismatch, read_sidecar, sidecar_path, write_sidecar
+from kwmlp.artifact.sidecar import Device, EngineInfo, mismatch, read_sidecar, sidecar_path, write_sidecar
 
 ORIN = Device("Orin", "8.7", "10.3.0", "12.6")
 
@@ -70,13 +70,13 @@ def test_timing_cache_keyed_by_gpu_and_trt(tmp_path):
 
 
 def test_build_without_tensorrt_is_one_line(random_exported):
-    code = ("import sys; sys.modules['tensorrt'] = None; from kwmlp.cli import main; "
+    code = ("import sys; sys.modules['tensorrt'] = None; from kwmlp.apps.cli import main; "
             f"sys.exit(main(['build', {random_exported()!r}, '-o', '/tmp/kwmlp-never.engine']))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert r.returncode == 1 and "Traceback" not in r.stderr and len(lines) == 1, r.stderr
     assert lines[0].startswith("kwmlp build: error: TensorRT is not installed")
-    assert "pip install 'kwmlp-rt[gpu]'" in lines[0] and "python3-libnvinfer" in lines[0]
+    assert "pip install -e '.[gpu]'" in lines[0] and "python3-libnvinfer" in lines[0]
 
 
 # --- a recording fake of the TensorRT 10 Python API, enough for build_engine ----------------
@@ -259,7 +259,7 @@ def test_failed_build_writes_nothing(onnx_file, tmp_path):
 def test_build_without_cuda_bindings_is_one_line(random_exported):
     code = ("import sys, types; t = types.ModuleType('tensorrt'); t.__version__ = '10.3.0'; sys.modules['tensorrt'] = t\n"
             "for m in ('cuda', 'cuda.bindings', 'pycuda', 'pycuda.driver'): sys.modules[m] = None\n"
-            "from kwmlp.cli import main\n"
+            "from kwmlp.apps.cli import main\n"
             f"sys.exit(main(['build', {random_exported()!r}, '-o', '/tmp/kwmlp-never.engine']))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     lines = [line for line in r.stderr.splitlines() if line.strip()]

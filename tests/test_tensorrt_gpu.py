@@ -14,9 +14,9 @@ pytestmark = pytest.mark.gpu
 
 
 def _gpu_or_skip():
-    pytest.importorskip("tensorrt", reason="TensorRT is not installed (pip install 'kwmlp-rt[gpu]')")
+    pytest.importorskip("tensorrt", reason="TensorRT is not installed (pip install -e '.[gpu]')")
     from kwmlp.errors import KwmlpError
-    from kwmlp.runtime import cuda
+    from kwmlp import cuda
 
     try:
         cuda.load()
@@ -30,7 +30,7 @@ def engines(request, tmp_path_factory):
     small profile (so that tests can cross it)."""
     _gpu_or_skip()
     exported = request.getfixturevalue("exported")
-    from kwmlp.cli import main
+    from kwmlp.apps.cli import main
 
     built = {}
 

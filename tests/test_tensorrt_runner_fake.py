@@ -147,10 +147,10 @@ def fake_tensorrt(profiles):
 @pytest.fixture
 def fake_engine(random_exported, tmp_path, monkeypatch):
     """``kwmlp.engine`` + ``kwmlp.keywords.engine`` with one small profile (2 clips of 3 s, 4 windows)."""
-    from kwmlp.export import keywords_path_for
-    from kwmlp.runtime import cuda as cuda_api
-    from kwmlp.runtime.engine_info import Device, EngineInfo, Profile, write_sidecar
-    from kwmlp.runtime.metadata import ModelInfo
+    from kwmlp.artifact import keywords_path_for
+    from kwmlp import cuda as cuda_api
+    from kwmlp.artifact.sidecar import Device, EngineInfo, Profile, write_sidecar
+    from kwmlp.artifact.metadata import ModelInfo
     from kwmlp.runtime.onnxruntime_backend import OrtRunner
 
     onnx_path = random_exported()

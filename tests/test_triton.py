@@ -21,7 +21,7 @@ pytest.importorskip("tritonclient.grpc")
 from google.protobuf import text_format  # noqa: E402
 from tritonclient.grpc import model_config_pb2 as pb  # noqa: E402
 
-from kwmlp.cli import main  # noqa: E402
+from kwmlp.apps.cli import main  # noqa: E402
 from kwmlp.errors import KwmlpError  # noqa: E402
 
 
@@ -30,7 +30,7 @@ def _parse(path: Path):
 
 
 def test_onnxruntime_repository(random_exported, tmp_path):
-    from kwmlp.export import keywords_path_for
+    from kwmlp.artifact import keywords_path_for
 
     repo = tmp_path / "repo"
     assert main(["triton-repo", random_exported(), "-o", str(repo), "--max-batch-size", "32",
@@ -52,7 +52,7 @@ def test_onnxruntime_repository(random_exported, tmp_path):
 
 
 def test_repository_is_replaced_whole(random_exported, tmp_path):
-    from kwmlp.serving import RepositoryOptions, write_repository
+    from kwmlp.apps.serving import RepositoryOptions, write_repository
 
     repo = tmp_path / "repo"
     (repo / "other" / "1").mkdir(parents=True)  # another model in the same repository stays
@@ -66,9 +66,9 @@ def test_repository_is_replaced_whole(random_exported, tmp_path):
 def test_tensorrt_plan_repository(random_exported, tmp_path):
     # an engine is copied as model.plan; its inputs and outputs come from the export it was built
     # from, and Triton's max_batch_size is bounded by the engine's largest profile batch
-    from kwmlp.export import keywords_path_for
-    from kwmlp.runtime.engine_info import Device, EngineInfo, Profile, write_sidecar
-    from kwmlp.runtime.metadata import ModelInfo
+    from kwmlp.artifact import keywords_path_for
+    from kwmlp.artifact.sidecar import Device, EngineInfo, Profile, write_sidecar
+    from kwmlp.artifact.metadata import ModelInfo
     from kwmlp.runtime.onnxruntime_backend import OrtRunner
 
     device = Device("NVIDIA L4", "8.9", "10.7.0", "12.6")
@@ -101,7 +101,7 @@ def test_tensorrt_plan_repository(random_exported, tmp_path):
     ({"backend": "python", "tensorrt_accelerator": True}, "TensorRT accelerator applies to the onnxruntime"),
 ])
 def test_bad_options(random_exported, tmp_path, kwargs, match):
-    from kwmlp.serving import RepositoryOptions, write_repository
+    from kwmlp.apps.serving import RepositoryOptions, write_repository
 
     with pytest.raises(KwmlpError, match=match):
         write_repository(random_exported(), str(tmp_path), RepositoryOptions(**kwargs))
@@ -126,7 +126,7 @@ def triton_server(random_exported, tmp_path_factory):
     if not dist:
         pytest.skip("KWMLP_TRITONSERVER is not set (.ci/run unpacks Triton from the nvidia-pytriton wheel)")
     dist = Path(dist)
-    from kwmlp.serving import RepositoryOptions, write_repository
+    from kwmlp.apps.serving import RepositoryOptions, write_repository
 
     repo = tmp_path_factory.mktemp("triton") / "repo"
     write_repository(random_exported(), str(repo), RepositoryOptions(backend="python", max_batch_size=4,
@@ -184,7 +184,7 @@ def triton_server(random_exported, tmp_path_factory):
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_triton_embedder_equals_local(triton_server, random_exported, protocol):
     from kwmlp.runtime import Embedder
-    from kwmlp.serving import TritonEmbedder
+    from kwmlp.apps.serving import TritonEmbedder
 
     local = Embedder(random_exported())
     remote = TritonEmbedder(triton_server[protocol])
@@ -204,7 +204,7 @@ def test_triton_embedder_equals_local(triton_server, random_exported, protocol):
 
 
 def test_triton_embedder_errors(triton_server):
-    from kwmlp.serving import TritonEmbedder
+    from kwmlp.apps.serving import TritonEmbedder
 
     with pytest.raises(KwmlpError, match="reading the config of model 'nope' failed"):
         TritonEmbedder(triton_server["http"], model="nope")

@@ -6,7 +6,7 @@ from __future__ import annotations
 def add_parser(sub):
     p = sub.add_parser("triton-repo", help="write a Triton Inference Server model repository for a model",
                        description="Write REPO/NAME (embeddings) and REPO/NAME_keywords (keyword head) for an "
-                                   "exported .onnx. Needs pip install 'kwmlp-rt[distributed]'.")
+                                   "exported .onnx. Needs pip install -e '.[distributed]'.")
     p.add_argument("model", help="an .onnx written by `kwmlp export`")
     p.add_argument("-o", "--output", required=True, help="the model repository folder (created if missing)")
     p.add_argument("--name", default="kwmlp", help="model name in the repository (default: kwmlp)")
@@ -27,7 +27,7 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from kwmlp.serving.triton_repo import RepositoryOptions, write_repository
+    from kwmlp.apps.serving.triton_repo import RepositoryOptions, write_repository
 
     options = RepositoryOptions(
         name=args.name, backend=args.backend, max_batch_size=args.max_batch_size,

@@ -16,7 +16,7 @@ from typing import Iterator
 
 import numpy as np
 
-from kwmlp import audio
+from kwmlp.apps import audio
 from kwmlp.dims import SAMPLE_RATE, num_chunks
 from kwmlp.errors import KwmlpError
 from kwmlp.fileio import atomic_path
@@ -48,7 +48,7 @@ def output_for(rel: str, out_dir: str, fmt: str) -> str:
 
 
 def plan(inputs: list[str], out_dir: str, fmt: str = "npz") -> list[Job]:
-    """One job per audio input (see :func:`kwmlp.audio.find_audio`); two inputs that would write
+    """One job per audio input (see :func:`kwmlp.apps.audio.find_audio`); two inputs that would write
     the same output are a :class:`KwmlpError`."""
     if fmt not in FORMATS:
         raise KwmlpError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")

@@ -11,7 +11,8 @@ import os
 import re
 from dataclasses import asdict, dataclass, field
 
-from kwmlp.dims import CHUNK_SAMPLES
+from kwmlp.artifact.metadata import ModelInfo
+from kwmlp.dims import CHUNK_SAMPLES, ModelDims
 from kwmlp.errors import KwmlpError
 from kwmlp.fileio import write_bytes_atomic
 
@@ -98,6 +99,11 @@ class EngineInfo:
 
     def onnx_abspath(self, engine_path: str) -> str:
         return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(engine_path)), self.onnx_path))
+
+    def model_info(self) -> ModelInfo:
+        """The export's :class:`~kwmlp.artifact.metadata.ModelInfo` as the sidecar recorded it."""
+        dims = ModelDims(**self.export.get("dims", {}))
+        return ModelInfo(dims=dims, **{k: v for k, v in self.export.items() if k != "dims"})
 
     def profile_for(self, shape: tuple[int, int]) -> int | None:
         """Index of the first profile that runs ``shape``, or None."""

@@ -1,11 +1,11 @@
 """Embedding a corpus with Ray Data: decoding in parallel tasks, embedding in an actor pool.
 
 :func:`embed_corpus` lists the files like ``kwmlp embed`` does, decodes and resamples each in a
-Ray task (``kwmlp.audio.load``), embeds them in ``map_batches`` actors that each hold one
+Ray task (``kwmlp.apps.audio.load``), embeds them in ``map_batches`` actors that each hold one
 :class:`~kwmlp.runtime.Embedder` (``num_gpus`` per actor for TensorRT engines), and writes either
 the same ``.npz``/``.npy`` tree as the local CLI or Parquet (one row per file). A file that
 cannot be read or embedded becomes a row with an ``error``, never a crashed job.
-Needs ``pip install 'kwmlp-rt[distributed]'``.
+Needs ``pip install -e '.[distributed]'``.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kwmlp.artifact import is_engine, require_file
 from kwmlp.errors import KwmlpError, missing_extra
-from kwmlp.pipeline import Job, Outcome, is_done, plan, result_arrays, write_result
-from kwmlp.runtime.embedder import EmbeddingResult
+from kwmlp.apps.pipeline import Job, Outcome, is_done, plan, result_arrays, write_result
+from kwmlp.runtime.result import EmbeddingResult
 
 log = logging.getLogger("kwmlp")
 
@@ -54,7 +55,7 @@ class CorpusOptions:
 
 
 def _decode(row: dict) -> dict:
-    from kwmlp import audio
+    from kwmlp.apps import audio
 
     out = {"path": row["path"], "output": row["output"], "error": "", "sample_rate_in": 0, "duration_s": 0.0,
            "audio": np.zeros(0, np.float32)}
@@ -152,8 +153,7 @@ def embed_corpus(model: str, inputs: list[str], out_dir: str, options: CorpusOpt
     [N][64], ``timestamps`` [N], ``error``).
     """
     options.check()
-    if not os.path.isfile(model):
-        raise KwmlpError(f"model file {model} does not exist")
+    require_file(model)
     ray = _ray()
     jobs = plan(inputs, out_dir, "npz" if options.fmt == "parquet" else options.fmt)
     if not jobs:
@@ -166,7 +166,7 @@ def embed_corpus(model: str, inputs: list[str], out_dir: str, options: CorpusOpt
     if not ray.is_initialized():
         ray.init(address=options.address, include_dashboard=False, log_to_driver=False,
                  logging_level=logging.WARNING)
-    gpus = options.num_gpus if options.num_gpus is not None else (1.0 if model.endswith((".engine", ".plan")) else 0)
+    gpus = options.num_gpus if options.num_gpus is not None else (1.0 if is_engine(model) else 0)
     # Logical CPUs: the actors hold theirs for the whole job and must leave room for the decoding
     # and writing tasks, or the pipeline waits forever (2 actors of 1 CPU on a 2-CPU node did)
     cpus = float(ray.cluster_resources().get("CPU", 1))

@@ -11,9 +11,9 @@ import ctypes
 
 import numpy as np
 
-from kwmlp.errors import KwmlpError
+from kwmlp.errors import KwmlpError, install_command
 
-INSTALL_HINT = ("install it with: pip install 'kwmlp-rt[gpu]' (x86), or on a Jetson use JetPack's CUDA with "
+INSTALL_HINT = (f"install it with: {install_command('gpu')} (x86), or on a Jetson use JetPack's CUDA with "
                 "cuda-python matching its CUDA version")
 
 

@@ -24,7 +24,7 @@ def add_parser(sub):
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
     p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                    help="run on Ray Data: a local cluster, or the cluster at ADDRESS ('auto', 'ray://host:10001'); "
-                        "needs pip install 'kwmlp-rt[distributed]'")
+                        "needs pip install -e '.[distributed]'")
     p.add_argument("--actors", type=int, default=1, help="with --ray: embedding actors, one Embedder each (default 1)")
     p.set_defaults(run=run)
     return p
@@ -45,7 +45,7 @@ def run(args) -> int:
 
 def _embed(args) -> int:
     from kwmlp.errors import KwmlpError
-    from kwmlp.pipeline import Progress, embed_files, plan
+    from kwmlp.apps.pipeline import Progress, embed_files, plan
     from kwmlp.runtime import Embedder
 
     if args.batch_size < 1:
@@ -85,7 +85,7 @@ def _embed_on_ray(args) -> int:
     import logging
     import time
 
-    from kwmlp.distributed import CorpusOptions, _ray, embed_corpus
+    from kwmlp.apps.distributed import CorpusOptions, _ray, embed_corpus
 
     ray = _ray()  # names the extra to install when Ray is missing
     # Ray Data logs each step at INFO and draws its own bars: keep the one summary line, and bars on a terminal

@@ -27,16 +27,17 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from kwmlp.errors import KwmlpError
+    import dataclasses
+
+    from kwmlp.errors import missing_extra
 
     try:
         from kwmlp.export import ExportOptions, export_checkpoint
     except ImportError as e:
-        raise KwmlpError(f"exporting needs torch and onnx ({e.name} is missing); "
-                         "install them with: pip install 'kwmlp-rt[export]'") from e
+        raise missing_extra(e.name, "export", "exporting") from e
     options = ExportOptions(precision=args.precision, depth=args.depth, scene=args.scene, opset=args.opset)
     if args.max_seconds is not None:
-        options = ExportOptions(**{**options.__dict__, "max_seconds": args.max_seconds})
+        options = dataclasses.replace(options, max_seconds=args.max_seconds)
     emb, kw = export_checkpoint(args.checkpoint, args.output, options)
     print(f"wrote {emb}\nwrote {kw}")
     return 0

@@ -31,7 +31,7 @@ def add_parser(sub):
 def run(args) -> int:
     from dataclasses import asdict
 
-    from kwmlp import audio
+    from kwmlp.apps import audio
     from kwmlp.errors import KwmlpError
     from kwmlp.runtime import Embedder
     from kwmlp.runtime.keywords import check_options, merge, spot_stream

@@ -13,7 +13,9 @@ from typing import Callable
 
 import numpy as np
 
-BACKENDS = ("pytorch", "torch-compile", "onnxruntime-cpu", "onnxruntime-cuda", "tensorrt")
+from kwmlp.artifact import EMBEDDING_INPUT, EMBEDDING_OUTPUTS
+
+TARGETS = ("pytorch", "torch-compile", "onnxruntime-cpu", "onnxruntime-cuda", "tensorrt")
 REFERENCE = "pytorch"
 TORCH_BACKENDS = ("pytorch", "torch-compile")  # the PyTorch model of the checkpoint, eager and compiled: fp32
 Runner = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -23,7 +25,7 @@ def unavailable(name: str, quick: bool = False, named: bool = False) -> str | No
     """Why backend ``name`` cannot run here, or None when it can. ``named``: asked for explicitly."""
     has = lambda mod: importlib.util.find_spec(mod) is not None
     if name in TORCH_BACKENDS and not has("torch"):
-        return "torch is not installed (pip install 'kwmlp-rt[export]')"
+        return "torch is not installed (pip install -e '.[export]')"
     if name == "torch-compile":
         if shutil.which("g++") is None and shutil.which("cc") is None:
             return "torch.compile's inductor needs a C++ compiler, none on PATH"
@@ -33,10 +35,10 @@ def unavailable(name: str, quick: bool = False, named: bool = False) -> str | No
         import onnxruntime
 
         if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
-            return "onnxruntime has no CUDAExecutionProvider here (pip install 'kwmlp-rt[gpu]' on a CUDA machine)"
+            return "onnxruntime has no CUDAExecutionProvider here (pip install -e '.[gpu]' on a CUDA machine)"
     if name == "tensorrt":
         if not has("tensorrt"):
-            return "tensorrt is not installed (pip install 'kwmlp-rt[gpu]' on a CUDA machine)"
+            return "tensorrt is not installed (pip install -e '.[gpu]' on a CUDA machine)"
         return "this version's runtime has no TensorRT engine runner yet"
     return None
 
@@ -72,7 +74,8 @@ def _onnxruntime(model: str, threads: int, provider: str, block_seconds: int | N
     from kwmlp.runtime.onnxruntime_backend import OrtRunner
 
     runner = OrtRunner(model, providers=[provider], threads=threads)
-    return lambda audio: tuple(runner.run({"audio": audio})[k] for k in ("timestamp_embeddings", "scene_embeddings"))
+    outputs = (EMBEDDING_OUTPUTS[0], EMBEDDING_OUTPUTS[2])
+    return lambda audio: tuple(runner.run({EMBEDDING_INPUT: audio})[k] for k in outputs)
 
 
 def load(name: str, checkpoint: str, model: str, threads: int, block_seconds: int | None) -> Runner:

@@ -30,31 +30,24 @@ def add_parser(sub):
 
 
 def run(args) -> int:
+    from kwmlp import artifact, cuda
     from kwmlp.errors import KwmlpError
     from kwmlp.export import tensorrt_build as tb
-    from kwmlp.runtime import cuda
-    from kwmlp.runtime.metadata import ModelInfo
-    from kwmlp.runtime.onnxruntime_backend import OrtRunner
 
     trt = tb.import_tensorrt()
     api = cuda.load()
-    if not os.path.isfile(args.model):
-        raise KwmlpError(f"model file {args.model} does not exist")
     if args.workspace < 1:
         raise KwmlpError(f"--workspace must be at least 1 MiB, got {args.workspace}")
-    info = ModelInfo.from_props(OrtRunner(args.model).metadata, args.model)
+    info = artifact.read_model_info(args.model)
     profiles = tb.profiles_from_options(tb.ProfileOptions(
         tuple(args.max_batch), tuple(args.max_seconds), tuple(args.opt_batch), tuple(args.opt_seconds)))
     too_long = [p.name for p in profiles if p.max_seconds > info.max_seconds]
     if too_long:
         raise KwmlpError(f"profile {too_long[0]} is longer than the {info.max_seconds:g} s the export's scene covers; "
                          "export again with a larger --max-seconds")
-    kw_onnx = os.path.join(os.path.dirname(args.model), info.keywords_model)
-    if not info.keywords_model or not os.path.isfile(kw_onnx):
-        raise KwmlpError(f"the keyword model {kw_onnx} is missing; export again with `kwmlp export`")
-    kw_info = ModelInfo.from_props(OrtRunner(kw_onnx).metadata, kw_onnx)
-    root, ext = os.path.splitext(args.output)
-    kw_engine = f"{root}.keywords{ext or '.engine'}"
+    kw_onnx = artifact.keywords_model_path(args.model, info)
+    kw_info = artifact.read_model_info(kw_onnx)
+    kw_engine = artifact.keywords_path_for(args.output)
     common = dict(workspace_mib=args.workspace, network=args.network, timing_cache_dir=args.timing_cache_dir,
                   trt=trt, cuda=api)
     # the keyword engine first: an embedding engine on disk always has its keyword engine beside it

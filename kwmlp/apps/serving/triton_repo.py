@@ -15,6 +15,10 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 
+from kwmlp.artifact import (
+    LAYOUT_EMBEDDINGS, ModelInfo, engine_keywords_path, is_engine, keywords_model_path, onnx_behind, open_onnx,
+    read_sidecar, require_file,
+)
 from kwmlp.errors import KwmlpError, missing_extra
 
 BACKENDS = ("onnxruntime", "python")
@@ -62,9 +66,7 @@ def _pb():
 def model_io(path: str) -> tuple[list[tuple[str, str, list]], list[tuple[str, str, list]], dict[str, str]]:
     """``(inputs, outputs, metadata)`` of an exported ONNX model: (name, Triton dtype, dims
     without the batch axis, -1 for dynamic)."""
-    from kwmlp.runtime.onnxruntime_backend import OrtRunner
-
-    runner = OrtRunner(path, threads=1)
+    session = open_onnx(path)
 
     def triton(args):
         out = []
@@ -75,7 +77,7 @@ def model_io(path: str) -> tuple[list[tuple[str, str, list]], list[tuple[str, st
             out.append((a.name, _ORT_TYPES[a.type], dims))
         return out
 
-    return triton(runner.session.get_inputs()), triton(runner.session.get_outputs()), runner.metadata
+    return triton(session.get_inputs()), triton(session.get_outputs()), dict(session.get_modelmeta().custom_metadata_map)
 
 
 def model_config(name: str, io, options: RepositoryOptions, gpu_capable: bool, plan_max_batch: int = 0):
@@ -116,8 +118,6 @@ def _write_model(repo: str, name: str, onnx_path: str, options: RepositoryOption
     _, text_format = _pb()
     plan_max_batch = 0
     if engine_path:
-        from kwmlp.runtime.engine_info import read_sidecar
-
         plan_max_batch = max(p.max[0] for p in read_sidecar(engine_path).profiles)
     cfg = model_config(name, model_io(onnx_path), options, gpu_capable or bool(engine_path), plan_max_batch)
     os.makedirs(repo, exist_ok=True)
@@ -153,20 +153,14 @@ def write_repository(model_path: str, repo: str, options: RepositoryOptions = Re
     Returns the model directories written: ``repo/NAME`` and, with ``options.keywords``,
     ``repo/NAME_keywords``.
     """
-    from kwmlp.runtime.metadata import LAYOUT_EMBEDDINGS, ModelInfo
-
     options.check()
-    if not os.path.isfile(model_path):
-        raise KwmlpError(f"model file {model_path} does not exist")
-    engine = model_path if model_path.endswith((".engine", ".plan")) else None
+    require_file(model_path)
+    engine = model_path if is_engine(model_path) else None
     if engine:
-        from kwmlp.runtime.engine_info import read_sidecar
-        from kwmlp.runtime.tensorrt_backend import keywords_engine_path
-
         if options.backend != "onnxruntime" or options.tensorrt_accelerator:
             raise KwmlpError("a TensorRT engine is served as tensorrt_plan: --backend and --tensorrt do not apply")
         info_e = read_sidecar(engine)
-        onnx_path = info_e.onnx_abspath(engine)
+        onnx_path = onnx_behind(engine, info_e)
         if not os.path.isfile(onnx_path):
             raise KwmlpError(f"{engine}: the export it was built from, {onnx_path}, is missing (its inputs and "
                              "outputs are read from it)")
@@ -181,10 +175,9 @@ def write_repository(model_path: str, repo: str, options: RepositoryOptions = Re
     gpu_capable = options.tensorrt_accelerator
     written = [_write_model(repo, options.name, onnx_path, options, gpu_capable, engine)]
     if options.keywords:
-        kw_onnx = os.path.join(os.path.dirname(onnx_path), info.keywords_model)
-        kw_engine = keywords_engine_path(engine, info_e) if engine else None
-        for path in (kw_onnx, kw_engine):
-            if path and not os.path.isfile(path):
-                raise KwmlpError(f"the keyword model {path} is missing; export or build again, or pass --no-keywords")
+        kw_onnx = keywords_model_path(onnx_path, info)
+        kw_engine = engine_keywords_path(engine, info_e) if engine else None
+        if kw_engine and not os.path.isfile(kw_engine):
+            raise KwmlpError(f"the keyword engine {kw_engine} is missing; build again, or pass --no-keywords")
         written.append(_write_model(repo, f"{options.name}_keywords", kw_onnx, options, gpu_capable, kw_engine))
     return written

@@ -1,4 +1,4 @@
-"""The ``kwmlp`` command line: one subcommand per module under ``kwmlp.commands``.
+"""The ``kwmlp`` command line: one subcommand per module under ``kwmlp.apps.commands``.
 
 User errors (:class:`kwmlp.errors.KwmlpError`, unreadable or unwritable files) print one
 line and exit with 1; ``--debug`` shows the traceback instead.
@@ -14,7 +14,7 @@ import sys
 import kwmlp
 from kwmlp.errors import KwmlpError
 
-# module names under kwmlp.commands; each defines add_parser(subparsers) -> parser with a `run`
+# module names under kwmlp.apps.commands; each defines add_parser(subparsers) -> parser with a `run`
 COMMANDS = ("export", "build", "info", "embed", "classify", "spot", "download", "bench", "triton-repo")
 
 
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
-        importlib.import_module(f"kwmlp.commands.{name.replace('-', '_')}").add_parser(sub)
+        importlib.import_module(f"kwmlp.apps.commands.{name.replace('-', '_')}").add_parser(sub)
     return parser
 
 

@@ -7,7 +7,7 @@ not from the PyTorch reference. ``load_model`` takes the original ``.pth`` check
 first use into a cache folder keyed by its sha256: ``$KWMLP_CACHE``, else
 ``$XDG_CACHE_HOME/kwmlp``, else ``~/.cache/kwmlp``) or an exported ``.onnx``.
 
-Validate with ``hear-validator kwmlp.hear -m kwmlp.pth``. This module needs torch.
+Validate with ``hear-validator kwmlp.apps.hear_api -m kwmlp.pth``. This module needs torch.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import torch
 
 import kwmlp
 from kwmlp.dims import SAMPLE_RATE, ModelDims
-from kwmlp.errors import KwmlpError
+from kwmlp.artifact import require_file
+from kwmlp.errors import KwmlpError, missing_extra
 from kwmlp.runtime import Embedder
 
 log = logging.getLogger("kwmlp")
@@ -47,8 +48,7 @@ def _exported(checkpoint: str) -> str:
         try:
             from kwmlp.export import export_checkpoint
         except ImportError as e:
-            raise KwmlpError("loading a .pth checkpoint needs onnx to export it; install it with: "
-                             "pip install 'kwmlp-rt[export]'") from e
+            raise missing_extra(e.name, "export", "loading a .pth checkpoint") from e
         log.info("kwmlp: exporting %s once to %s", checkpoint, path)
         export_checkpoint(checkpoint, path)  # atomic: a concurrent reader never sees half a file
     return path
@@ -84,8 +84,7 @@ def load_model(model_file_path: str = "") -> KwmlpHearModel:
     path = os.fspath(model_file_path)
     if not path:
         raise KwmlpError("load_model needs a model file: the kwmlp.pth checkpoint or an exported .onnx")
-    if not os.path.isfile(path):
-        raise KwmlpError(f"model file {path} does not exist")
+    require_file(path)
     if path.lower().endswith((".pth", ".pt", ".ckpt")) or zipfile.is_zipfile(path):  # zip: torch.save's format
         path = _exported(path)
     return KwmlpHearModel(Embedder(path))

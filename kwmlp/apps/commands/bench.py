@@ -27,16 +27,16 @@ def add_parser(sub):
 def run(args) -> int:
     import os
 
+    from kwmlp.artifact import require_file
     from kwmlp.errors import KwmlpError
 
-    if not os.path.isfile(args.checkpoint):
-        raise KwmlpError(f"checkpoint {args.checkpoint} does not exist")
-    from kwmlp.benchmarks import backends, suite, workloads
+    require_file(args.checkpoint, "checkpoint")
+    from kwmlp.benchmarks import targets, suite, workloads
 
-    names = tuple(n.strip() for n in args.backends.split(",") if n.strip()) if args.backends else backends.BACKENDS
-    unknown = [n for n in names if n not in backends.BACKENDS]
+    names = tuple(n.strip() for n in args.backends.split(",") if n.strip()) if args.backends else targets.TARGETS
+    unknown = [n for n in names if n not in targets.TARGETS]
     if unknown:
-        raise KwmlpError(f"unknown backend {unknown[0]!r}; choose from {', '.join(backends.BACKENDS)}")
+        raise KwmlpError(f"unknown backend {unknown[0]!r}; choose from {', '.join(targets.TARGETS)}")
     grid = workloads.parse(args.workloads) if args.workloads else (workloads.QUICK if args.quick else workloads.GRID)
     suite.run(suite.Settings(checkpoint=args.checkpoint, output=args.output, backends=names,
                              named=args.backends is not None, workloads=grid, quick=args.quick,

@@ -80,7 +80,7 @@ class TritonEmbedder:
         return {o: np.concatenate([p[o] for p in parts]) for o in outputs}
 
     def _embed_batch(self, x: np.ndarray):
-        from kwmlp.runtime.embedder import EmbeddingResult
+        from kwmlp.runtime.result import EmbeddingResult
 
         out = self._infer(self.model, "audio", x, ["timestamp_embeddings", "timestamps", "scene_embeddings"])
         return EmbeddingResult(out["timestamp_embeddings"], out["timestamps"], out["scene_embeddings"])

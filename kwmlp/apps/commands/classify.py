@@ -21,7 +21,7 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from kwmlp import audio
+    from kwmlp.apps import audio
     from kwmlp.errors import KwmlpError
     from kwmlp.runtime import KEYWORDS, Embedder, classify
 

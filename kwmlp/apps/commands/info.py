@@ -14,21 +14,16 @@ def add_parser(sub):
 
 
 def describe(path: str) -> dict:
-    from kwmlp.errors import KwmlpError
-    from kwmlp.runtime.metadata import ModelInfo
-    from kwmlp.runtime.onnxruntime_backend import OrtRunner
-    import os
+    from kwmlp.artifact import ModelInfo, open_onnx
 
-    if not os.path.isfile(path):
-        raise KwmlpError(f"model file {path} does not exist")
-    runner = OrtRunner(path)
-    info = ModelInfo.from_props(runner.metadata, path)
+    session = open_onnx(path)
+    info = ModelInfo.from_props(dict(session.get_modelmeta().custom_metadata_map), path)
     io = lambda args: [{"name": a.name, "dtype": a.type, "shape": list(a.shape)} for a in args]
     return {
         "model": path,
         "settings": info.summary(),
-        "inputs": io(runner.session.get_inputs()),
-        "outputs": io(runner.session.get_outputs()),
+        "inputs": io(session.get_inputs()),
+        "outputs": io(session.get_outputs()),
     }
 
 

@@ -1,0 +1,157 @@
+"""An export on disk, owned here: which files it consists of, how their names derive from each
+other, whether they exist, and what they say about themselves.
+
+An export of ``NAME.onnx`` (``kwmlp export``) is
+
+- ``NAME.onnx``: waveform -> embeddings (layout :data:`LAYOUT_EMBEDDINGS`);
+- ``NAME.keywords.onnx``: one-second windows -> keyword logits and chunk embeddings;
+
+and ``kwmlp build -o NAME.engine`` adds ``NAME.engine`` and ``NAME.keywords.engine``, each with a
+``.json`` sidecar (:mod:`kwmlp.artifact.sidecar`) naming the ONNX it was built from. Every other
+module asks this one; none builds these names or checks these files itself. Pure Python except
+:func:`open_onnx` and :func:`read_model_info` on an ``.onnx``, which use ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import os
+
+from kwmlp.artifact.metadata import LAYOUT_EMBEDDINGS, LAYOUT_KEYWORDS, ModelInfo
+from kwmlp.artifact.sidecar import EngineInfo, read_sidecar, sidecar_path
+from kwmlp.errors import KwmlpError
+
+__all__ = [
+    "EMBEDDING_INPUT", "EMBEDDING_OUTPUTS", "ENGINE_SUFFIXES", "KEYWORD_INPUT", "KEYWORD_OUTPUTS",
+    "LAYOUT_EMBEDDINGS", "LAYOUT_KEYWORDS", "ModelInfo", "engine_beside", "engine_keywords_path",
+    "is_engine", "keywords_engine_name", "keywords_path_for", "onnx_behind", "read_model_info",
+    "open_onnx", "require_file", "keywords_model_path", "sidecar_path",
+]
+
+ONNX_SUFFIX = ".onnx"
+ENGINE_SUFFIX = ".engine"
+ENGINE_SUFFIXES = (ENGINE_SUFFIX, ".plan")  # .plan: what Triton calls a serialized engine
+_KEYWORDS = ".keywords"
+
+# The graphs' input and output names, in the order the graphs declare them.
+EMBEDDING_INPUT = "audio"
+EMBEDDING_OUTPUTS = ("timestamp_embeddings", "timestamps", "scene_embeddings")
+KEYWORD_INPUT = "windows"
+KEYWORD_OUTPUTS = ("keyword_logits", "chunk_embeddings")
+IO_OF_LAYOUT = {
+    LAYOUT_EMBEDDINGS: ((EMBEDDING_INPUT,), EMBEDDING_OUTPUTS),
+    LAYOUT_KEYWORDS: ((KEYWORD_INPUT,), KEYWORD_OUTPUTS),
+}
+
+
+def require_file(path: str, what: str = "model file") -> str:
+    """``path`` as a string when it is a readable regular file; else one sentence saying what it is."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise KwmlpError(f"{what} {path} is a folder, not a file")
+    if not os.path.exists(path):
+        raise KwmlpError(f"{what} {path} does not exist")
+    if not os.path.isfile(path):
+        raise KwmlpError(f"{what} {path} is not a regular file")
+    return path
+
+
+def is_engine(path: str) -> bool:
+    """Whether ``path`` names a TensorRT engine (``.engine``, or Triton's ``.plan``)."""
+    return os.path.splitext(os.fspath(path))[1] in ENGINE_SUFFIXES
+
+
+def keywords_path_for(path: str) -> str:
+    """The keyword graph written beside an export: ``NAME.onnx`` -> ``NAME.keywords.onnx``
+    (``NAME.engine`` -> ``NAME.keywords.engine`` for ``kwmlp build``)."""
+    root, ext = os.path.splitext(os.fspath(path))
+    return f"{root}{_KEYWORDS}{ext or ONNX_SUFFIX}"
+
+
+def is_keywords_file(path: str) -> bool:
+    """Whether ``path`` is named like the keyword companion of another export."""
+    return os.path.splitext(os.path.splitext(os.fspath(path))[0])[1] == _KEYWORDS
+
+
+def keywords_engine_name(engine_path: str) -> str:
+    return os.path.basename(keywords_path_for(engine_path))
+
+
+def engine_beside(onnx_path: str) -> str | None:
+    """``NAME.engine`` beside ``NAME.onnx`` when it exists (what ``backend="auto"`` tries first)."""
+    path = os.path.splitext(onnx_path)[0] + ENGINE_SUFFIX
+    return path if os.path.isfile(path) else None
+
+
+def _companion(model_path: str, name: str, what: str) -> str:
+    """A file an export's metadata names, confined to the export's own folder."""
+    if not name or os.path.basename(name) != name or name in (os.curdir, os.pardir):
+        raise KwmlpError(f"{model_path} names its {what} as {name!r}, which is not a file name beside it")
+    return os.path.join(os.path.dirname(os.fspath(model_path)), name)
+
+
+def keywords_model_path(model_path: str, info: ModelInfo) -> str:
+    """The keyword graph that goes with the embedding export ``model_path`` (checked to exist)."""
+    if not info.keywords_model:
+        raise KwmlpError(f"{model_path} names no keyword model")
+    path = _companion(model_path, info.keywords_model, "keyword model")
+    if not os.path.isfile(path):
+        raise KwmlpError(f"the keyword model {path} is missing; export again with `kwmlp export`")
+    return path
+
+
+def engine_keywords_path(engine_path: str, info: EngineInfo) -> str:
+    """The keyword engine that ``kwmlp build`` wrote beside ``engine_path``."""
+    return _companion(engine_path, info.keywords_engine, "keyword engine")
+
+
+def onnx_behind(engine_path: str, info: EngineInfo | None = None) -> str:
+    """The export an engine was built from, as its sidecar records it (need not exist)."""
+    info = info or read_sidecar(engine_path)
+    return info.onnx_abspath(engine_path)
+
+
+def read_model_info(path: str) -> ModelInfo:
+    """What an ``.onnx`` export says about itself; for an engine, what its sidecar recorded."""
+    require_file(path)
+    if is_engine(path):
+        return read_sidecar(path).model_info()
+    session = open_onnx(path)
+    return ModelInfo.from_props(dict(session.get_modelmeta().custom_metadata_map), path)
+
+
+def import_onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError as e:
+        raise KwmlpError("onnxruntime is not installed; install it with: pip install onnxruntime") from e
+    return onnxruntime
+
+
+def open_onnx(path: str, options=None, providers: list | None = None):
+    """An ONNX Runtime session over ``path`` (CPU and no graph optimisation unless told), or one
+    sentence saying why it does not load."""
+    ort = import_onnxruntime()
+    if options is None:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(require_file(path), sess_options=options,
+                                    providers=providers or ["CPUExecutionProvider"])
+    except Exception as e:  # ORT raises its own exception types for unreadable models
+        if isinstance(e, KwmlpError):
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise KwmlpError(f"{path} could not be loaded as an ONNX model ({first[:200]})") from e
+
+
+def check_layout(info: ModelInfo, path: str, layout: str, inputs, outputs) -> None:
+    """Refuse a model that is not the ``layout`` graph of an export, or whose inputs and outputs differ."""
+    if info.layout != layout:
+        other = "keyword" if info.layout == LAYOUT_KEYWORDS else "embedding"
+        raise KwmlpError(f"{path} is the {other} model of an export, not the one expected here")
+    want_in, want_out = IO_OF_LAYOUT[layout]
+    if set(inputs) != set(want_in) or set(outputs) != set(want_out):
+        raise KwmlpError(
+            f"{path} has inputs {sorted(inputs)} and outputs {sorted(outputs)}, "
+            f"expected {sorted(want_in)} and {sorted(want_out)}: it was exported with another layout")

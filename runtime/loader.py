@@ -1,0 +1,169 @@
+"""Which backend runs a model, stated once.
+
+``auto``: a TensorRT engine that loads on this GPU (the ``.engine`` given, or ``MODEL.engine``
+beside ``MODEL.onnx``) -> ONNX Runtime's TensorRT provider -> its CUDA provider -> its CPU
+provider. The one info log line names what runs, with the reason for each step down that
+failed; steps with nothing to try (no GPU provider in this onnxruntime) go to the debug log. A forced backend
+that cannot run raises :class:`~kwmlp.errors.KwmlpError` instead of falling back. Nothing here
+imports TensorRT or CUDA bindings unless an engine file exists or ONNX Runtime offers a GPU
+provider, so a CPU-only machine never loads them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Callable
+
+from kwmlp.artifact import (
+    ModelInfo, engine_beside, engine_keywords_path, is_engine, keywords_model_path, onnx_behind, require_file,
+)
+from kwmlp.errors import KwmlpError
+from kwmlp.runtime import onnxruntime_backend as ortb
+from kwmlp.runtime.runner import Runner
+
+log = logging.getLogger("kwmlp")
+
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "onnxruntime-trt", "onnxruntime-cuda", "onnxruntime-cpu")
+DEVICES = ("auto", "cpu", "cuda")
+_GPU_ORT = ("onnxruntime-trt", "onnxruntime-cuda")
+
+
+@dataclass
+class Opened:
+    """A model opened on a backend: its runner, and how to open the keyword graph that goes with it."""
+
+    runner: Runner
+    open_keywords: Callable[[ModelInfo], Runner]  # the embedding model's info -> the keyword graph's runner
+    onnx_path: str  # the ONNX model behind the runner (the engine's source for TensorRT)
+
+
+@dataclass
+class _Reasons:
+    """Why each step above what runs did not: ``absent`` (nothing to try, e.g. no GPU provider in
+    this onnxruntime) goes to the debug log, ``failed`` (something there did not start) to the
+    one info line."""
+
+    absent: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+
+def _open_engine(engine_path: str, cuda_graph: bool) -> Opened:
+    from kwmlp.runtime.tensorrt_backend import TrtRunner
+
+    runner = TrtRunner(engine_path, cuda_graph=cuda_graph)
+    kw_engine = engine_keywords_path(engine_path, runner.info)
+    return Opened(runner, lambda _info: TrtRunner(kw_engine, cuda_graph=cuda_graph), onnx_behind(engine_path, runner.info))
+
+
+def _open_ort(onnx_path: str, backend: str, threads: int | None, forced: bool) -> Opened:
+    if backend != "onnxruntime-cpu":
+        wanted = ortb.ORT_BACKENDS[backend]
+        available = ortb.available_providers()
+        if wanted not in available:
+            raise KwmlpError(f"backend {backend} needs onnxruntime-gpu with {wanted}; this onnxruntime offers "
+                             f"{', '.join(available)} (see README: Deploy on a GPU or a Jetson)")
+    providers = ortb.providers_for(backend)
+    runner = ortb.OrtRunner(onnx_path, providers=providers, threads=threads)
+    if forced and runner.backend != backend:
+        raise KwmlpError(f"backend {backend} was asked for but ONNX Runtime could only start {runner.backend} "
+                         f"(providers {runner.providers})")
+    return Opened(runner, lambda info: ortb.OrtRunner(keywords_model_path(onnx_path, info), providers=providers,
+                                                      threads=threads), onnx_path)
+
+
+def _check_choice(backend: str, device: str) -> tuple[str, str]:
+    if backend == "cpu":  # accepted as a synonym: the user wants ONNX Runtime on the CPU
+        backend, device = "onnxruntime-cpu", "cpu"
+    if backend not in BACKENDS:
+        raise KwmlpError(f"backend must be one of {', '.join(BACKENDS + ('cpu',))}, got {backend!r}")
+    if device not in DEVICES:
+        raise KwmlpError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+    if device == "cpu" and backend in ("tensorrt",) + _GPU_ORT:
+        raise KwmlpError(f"backend {backend} runs on a GPU, not with device='cpu'")
+    if device == "cuda" and backend == "onnxruntime-cpu":
+        raise KwmlpError("backend onnxruntime-cpu runs on the CPU, not with device='cuda'")
+    return backend, device
+
+
+def _locate(path: str, backend: str, device: str, why: _Reasons) -> tuple[str, str | None]:
+    """(the ONNX export, the engine to try first or None) for what was given."""
+    if is_engine(path):
+        if backend not in ("auto", "tensorrt"):
+            raise KwmlpError(f"{path} is a TensorRT engine: use backend 'tensorrt' or 'auto', or pass its .onnx")
+        return onnx_behind(path), (path if device != "cpu" else None)
+    engine = engine_beside(path) if backend in ("auto", "tensorrt") and device != "cpu" else None
+    if backend == "tensorrt" and engine is None:
+        raise KwmlpError(f"backend tensorrt needs an engine: build {os.path.splitext(path)[0]}.engine with "
+                         "`kwmlp build`, or pass an .engine file")
+    if engine is None and backend == "auto" and device != "cpu":
+        why.absent.append("no TensorRT engine beside it")
+    return path, engine
+
+
+def _try_engine(engine: str, onnx_path: str, backend: str, cuda_graph: bool, why: _Reasons) -> Opened | None:
+    """The engine opened, or None after a warning when ``auto`` may fall back to its ONNX."""
+    from kwmlp.runtime.tensorrt_backend import EngineMismatch
+
+    try:
+        return _open_engine(engine, cuda_graph)
+    except EngineMismatch as e:
+        if backend == "tensorrt":
+            raise
+        if not os.path.isfile(onnx_path):
+            raise KwmlpError(f"{e}; and its ONNX {onnx_path} is missing to fall back to") from None
+        log.warning("kwmlp: %s; falling back to %s", e, onnx_path)
+        why.failed.append(f"engine {os.path.basename(engine)} does not load here")
+        return None
+
+
+def _first_ort(onnx_path: str, device: str, threads: int | None, why: _Reasons) -> Opened:
+    """The first ONNX Runtime provider that starts, in ``auto``'s order."""
+    order = ["onnxruntime-cpu"] if device == "cpu" else list(_GPU_ORT) + ([] if device == "cuda" else ["onnxruntime-cpu"])
+    available = ortb.available_providers()
+    for name in order:
+        provider = ortb.ORT_BACKENDS[name]
+        if name == "onnxruntime-cpu":
+            return _open_ort(onnx_path, name, threads, forced=False)
+        if provider not in available:
+            why.absent.append(f"{provider} is not in this onnxruntime")
+            continue
+        if name == "onnxruntime-trt" and importlib.util.find_spec("tensorrt") is None:
+            # the provider needs TensorRT's libraries, and its cache key TensorRT's version
+            why.absent.append("TensorrtExecutionProvider needs the tensorrt package")
+            continue
+        try:
+            opened = _open_ort(onnx_path, name, threads, forced=False)
+        except KwmlpError as e:  # e.g. no GPU visible, no CUDA bindings for the cache key
+            why.failed.append(f"{provider}: {e}")
+            continue
+        if opened.runner.backend != name:
+            why.failed.append(f"{provider} did not start")
+        return opened
+    raise KwmlpError(f"no backend can run {onnx_path} on device {device!r}: {'; '.join(why.absent + why.failed)}")
+
+
+def open_model(path: str, backend: str = "auto", device: str = "auto", threads: int | None = None,
+               cuda_graph: bool = False) -> Opened:
+    """Open ``path`` (an ``.onnx`` export or a ``.engine`` from ``kwmlp build``) as asked."""
+    backend, device = _check_choice(backend, device)
+    require_file(path)
+    why = _Reasons()
+    onnx_path, engine = _locate(path, backend, device, why)
+    opened = _try_engine(engine, onnx_path, backend, cuda_graph, why) if engine else None
+    if opened is None and backend not in ("auto", "onnxruntime", "tensorrt"):
+        opened = _open_ort(onnx_path, backend, threads, forced=True)
+    if opened is None:
+        opened = _first_ort(onnx_path, device, threads, why)
+    return _announce(opened, why)
+
+
+def _announce(opened: Opened, why: _Reasons) -> Opened:
+    name = os.path.basename(opened.runner.path)
+    if why.absent:
+        log.debug("kwmlp: not tried for %s: %s", name, "; ".join(why.absent))
+    because = f" ({'; '.join(why.failed)})" if why.failed else ""
+    log.info("kwmlp: running %s on %s%s", name, opened.runner.backend, because)
+    return opened

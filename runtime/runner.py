@@ -1,0 +1,56 @@
+"""What every backend's runner offers, stated once (after Polygraphy's ``BaseRunner``).
+
+The :class:`~kwmlp.runtime.embedder.Embedder` asks a runner what it is and what it takes; it
+never compares backend names. A runner is created by a loader (:mod:`kwmlp.runtime.loader`),
+runs numpy feeds from any thread, and is closed once.
+"""
+
+from __future__ import annotations
+
+import abc
+
+import numpy as np
+
+
+class Runner(abc.ABC):
+    """One opened model on one backend.
+
+    Attributes every runner sets:
+
+    path : str
+        The file it runs (``.onnx`` or ``.engine``).
+    backend : str
+        What runs, as users name it: ``"onnxruntime-cpu"``, ``"tensorrt"``, ...
+    inputs, outputs : tuple of str
+        The model's input and output names, in the model's order.
+    max_samples : int or None
+        The longest input (samples per row) one call takes; None when any length runs.
+    cache_sized_calls : bool
+        True when the runner is fastest on calls whose working set fits the CPU caches (a few
+        dozen one-second chunks); False when it wants the whole batch at once (a GPU).
+    """
+
+    path: str
+    backend: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    max_samples: int | None = None
+    cache_sized_calls: bool = False
+
+    @property
+    @abc.abstractmethod
+    def metadata(self) -> dict[str, str]:
+        """The model's ``kwmlp.*`` metadata (ONNX ``metadata_props``, or the engine sidecar's record)."""
+
+    @abc.abstractmethod
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``{input name: float32 array}`` -> ``{output name: float32 array}``; thread-safe."""
+
+    def close(self) -> None:
+        """Release what the runner holds (sessions, engines, device memory). Idempotent."""
+
+    def __enter__(self) -> "Runner":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
