@@ -77,57 +77,11 @@ def convert_to_fp16(model: onnx.ModelProto, keep_fp32_ops: tuple[str, ...] = DEF
     model = onnx.ModelProto.FromString(model.SerializeToString())
     g = model.graph
     floats = float_tensors(model)
-    region = fp16_region(g, floats, keep_fp32_ops)
-    inits = {t.name: t for t in g.initializer}
-    producer = {o: i for i, n in enumerate(g.node) for o in n.output}
-    users: dict[str, set[int]] = {}
+    rewriter = _Rewriter(g, floats, fp16_region(g, floats, keep_fp32_ops))
     for i, n in enumerate(g.node):
-        for name in n.input:
-            users.setdefault(name, set()).add(i)
-    outputs = {o.name for o in g.output}
-
-    half: dict[str, str] = {}  # float32 tensor -> its FP16 counterpart's name
-    new_nodes: list[onnx.NodeProto] = []
-
-    def fp16_of(name: str) -> str:
-        """The FP16 name of a float32 tensor read inside the region (a converted initializer or a Cast)."""
-        if name in half:
-            return half[name]
-        if name in inits:
-            t16 = numpy_helper.from_array(numpy_helper.to_array(inits[name]).astype(np.float16), name + ".fp16")
-            g.initializer.append(t16)
-            half[name] = t16.name
-        else:
-            half[name] = name + ".fp16"
-            cast = helper.make_node("Cast", [name], [half[name]], name=name + ".to_fp16", to=FLOAT16)
-            new_nodes.append(cast)
-        return half[name]
-
-    for i, n in enumerate(g.node):
-        if i not in region:
-            new_nodes.append(n)
-            continue
-        for k, name in enumerate(n.input):
-            if name in floats and (name in inits or producer.get(name) not in region):
-                n.input[k] = fp16_of(name)
-        for a in n.attribute:
-            if n.op_type == "Cast" and a.name == "to" and a.i == FLOAT:
-                a.i = FLOAT16
-        new_nodes.append(n)
-        for k, name in enumerate(n.output):
-            if name not in floats:
-                continue
-            # rename the FP16 output; a float32 copy keeps the old name for readers outside the region
-            n.output[k] = half[name] = name + ".fp16"
-            for j in users.get(name, ()):
-                if j in region:
-                    rewire = g.node[j]
-                    rewire.input[:] = [half[name] if x == name else x for x in rewire.input]
-            if name in outputs or any(j not in region for j in users.get(name, ())):
-                new_nodes.append(helper.make_node("Cast", [half[name]], [name], name=name + ".to_fp32", to=FLOAT))
-
+        rewriter.visit(i, n)
     del g.node[:]
-    g.node.extend(new_nodes)
+    g.node.extend(rewriter.new_nodes)
     used = {x for n in g.node for x in n.input}
     kept = [t for t in g.initializer if t.name in used]
     del g.initializer[:]
@@ -135,3 +89,59 @@ def convert_to_fp16(model: onnx.ModelProto, keep_fp32_ops: tuple[str, ...] = DEF
     del g.value_info[:]
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+class _Rewriter:
+    """Rebuilds a graph's node list node by node, the FP16 region's nodes rewired to FP16 tensors."""
+
+    def __init__(self, g: onnx.GraphProto, floats: set[str], region: set[int]):
+        self.g, self.floats, self.region = g, floats, region
+        self.inits = {t.name: t for t in g.initializer}
+        self.producer = {o: i for i, n in enumerate(g.node) for o in n.output}
+        self.users: dict[str, set[int]] = {}
+        for i, n in enumerate(g.node):
+            for name in n.input:
+                self.users.setdefault(name, set()).add(i)
+        self.outputs = {o.name for o in g.output}
+        self.half: dict[str, str] = {}  # float32 tensor -> its FP16 counterpart's name
+        self.new_nodes: list[onnx.NodeProto] = []
+
+    def fp16_of(self, name: str) -> str:
+        """The FP16 name of a float32 tensor read inside the region (a converted initializer or a Cast)."""
+        if name in self.half:
+            return self.half[name]
+        if name in self.inits:
+            t16 = numpy_helper.from_array(numpy_helper.to_array(self.inits[name]).astype(np.float16), name + ".fp16")
+            self.g.initializer.append(t16)
+            self.half[name] = t16.name
+        else:
+            self.half[name] = name + ".fp16"
+            cast = helper.make_node("Cast", [name], [self.half[name]], name=name + ".to_fp16", to=FLOAT16)
+            self.new_nodes.append(cast)
+        return self.half[name]
+
+    def visit(self, i: int, n: onnx.NodeProto) -> None:
+        if i not in self.region:
+            self.new_nodes.append(n)
+            return
+        for k, name in enumerate(n.input):
+            if name in self.floats and (name in self.inits or self.producer.get(name) not in self.region):
+                n.input[k] = self.fp16_of(name)
+        for a in n.attribute:
+            if n.op_type == "Cast" and a.name == "to" and a.i == FLOAT:
+                a.i = FLOAT16
+        self.new_nodes.append(n)
+        for k, name in enumerate(n.output):
+            if name in self.floats:
+                self._output_to_fp16(n, k, name)
+
+    def _output_to_fp16(self, n: onnx.NodeProto, k: int, name: str) -> None:
+        # rename the FP16 output; a float32 copy keeps the old name for readers outside the region
+        users = self.users.get(name, ())
+        n.output[k] = self.half[name] = name + ".fp16"
+        for j in users:
+            if j in self.region:
+                rewire = self.g.node[j]
+                rewire.input[:] = [self.half[name] if x == name else x for x in rewire.input]
+        if name in self.outputs or any(j not in self.region for j in users):
+            self.new_nodes.append(helper.make_node("Cast", [self.half[name]], [name], name=name + ".to_fp32", to=FLOAT))

@@ -19,24 +19,24 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from kwmlp.artifact import EMBEDDING_INPUT, EMBEDDING_OUTPUTS, KEYWORD_INPUT, KEYWORD_OUTPUTS
 from kwmlp.dims import (
-    AMIN, CHUNK_SAMPLES, DEFAULT_OPSET, HOP_LENGTH, LN_EPS, PAD_AFTER, PAD_BEFORE, SCENE_ALGORITHMS, SCENE_STEPS, TOP_DB, ModelDims,
+    AMIN, CHUNK_SAMPLES, DEFAULT_OPSET, HOP_LENGTH, LN_EPS, PAD_AFTER, PAD_BEFORE, SCENE_ALGORITHMS, SCENE_STEPS, TOP_DB,
+    ModelDims, num_full_frames,
 )
 from kwmlp.export import stft
 from kwmlp.export.builder import FLOAT, INT64, GraphBuilder, value_info
 from kwmlp.models import filters
 
 OPSET = DEFAULT_OPSET
-AUDIO = "audio"
-WINDOWS = "windows"
-OUTPUTS = ("timestamp_embeddings", "timestamps", "scene_embeddings")
-KEYWORD_OUTPUTS = ("keyword_logits", "chunk_embeddings")
+# the graphs' input and output names are the export's (one owner: kwmlp.artifact)
+AUDIO, OUTPUTS = EMBEDDING_INPUT, EMBEDDING_OUTPUTS
+WINDOWS = KEYWORD_INPUT
 
 
 def halvings_for(max_seconds: float) -> int:
     """Scene halving stages needed for clips up to ``max_seconds``: floor(log2(T / 16))."""
-    s = math.ceil((max_seconds * CHUNK_SAMPLES + PAD_BEFORE + PAD_AFTER) / CHUNK_SAMPLES)
-    t = 100 * s - 2
+    t = num_full_frames(max_seconds * CHUNK_SAMPLES)
     return max(0, math.floor(math.log2(t / SCENE_STEPS)))
 
 
@@ -235,19 +235,5 @@ def keyword_graph(weights: dict[str, np.ndarray], dims: ModelDims) -> onnx.Graph
         [value_info(WINDOWS, FLOAT, ["windows", CHUNK_SAMPLES])],
         [value_info(KEYWORD_OUTPUTS[0], FLOAT, ["windows", dims.num_classes]),
          value_info(KEYWORD_OUTPUTS[1], FLOAT, ["windows", dims.n_frames, dims.dim])],
-        b.initializers,
-    )
-
-
-def scene_graph(dim: int, scene: str = "iterative", halvings: int = 16) -> onnx.GraphProto:
-    """The scene algorithm alone: ``full_embeddings (batch, frames, dim)`` -> ``scene_embeddings
-    (batch, 16 dim)``. The same subgraph as in :func:`embedding_graph`, for tests at lengths whose
-    audio would be slow to embed, and for scenes of embeddings computed block by block."""
-    b = GraphBuilder()
-    _scene(b, "full_embeddings", scene, halvings, "scene_embeddings")
-    return helper.make_graph(
-        b.nodes, "kwmlp_scene",
-        [value_info("full_embeddings", FLOAT, ["batch", "frames", dim])],
-        [value_info("scene_embeddings", FLOAT, ["batch", SCENE_STEPS * dim])],
         b.initializers,
     )

@@ -73,17 +73,6 @@ def mel_matrix() -> np.ndarray:
     return m.reshape(N_MELS, -1)
 
 
-def mel_power(chunks: np.ndarray) -> np.ndarray:
-    """The graph's arithmetic in numpy (float64): ``(N, 16000) -> mel power (N, 98, 40)``. For tests."""
-    x = chunks.reshape(len(chunks), ROWS, P)
-    frames = np.stack([x[:, STRIDE * t : STRIDE * t + Q] for t in range(N_FRAMES)], axis=1)  # (N, 98, n2, n1)
-    w1 = stage1_kernels().reshape(P, K2 * 2, Q)
-    a = np.einsum("ikq,ntqi->ntik", w1, frames).reshape(len(chunks), N_FRAMES, P, K2, 2)
-    a = a.transpose(0, 1, 3, 2, 4).reshape(len(chunks), N_FRAMES, K2, 2 * P)
-    y = np.einsum("kog,ntkg->ntko", stage2_matrices(), a)
-    return (y * y).reshape(len(chunks), N_FRAMES, -1) @ mel_matrix().T
-
-
 def mel_spectrogram(b: GraphBuilder, chunks: str) -> str:
     """``chunks (N, 16000) -> mel power (N, 98, 40)``, float32."""
     rows = b.op("Transpose", [b.op("Reshape", [chunks, b.const([0, ROWS, P])])], name="stft_rows", perm=[0, 2, 1])

@@ -34,11 +34,6 @@ KEYWORDS = (
 )  # Speech Commands V2-35, sorted: the order of the checkpoint's head
 
 
-def exact_div(x: int, y: int) -> int:
-    assert x % y == 0, f"{x} is not a multiple of {y}"
-    return x // y
-
-
 @dataclass(frozen=True)
 class ModelDims:
     """Shapes of one KW-MLP model and its front end.
@@ -60,10 +55,6 @@ class ModelDims:
             raise ValueError(f"embed_depth must be in [1, {self.depth}], got {self.embed_depth}")
 
     @property
-    def frames_per_chunk_padded(self) -> int:
-        return self.n_frames + 2  # replicate-padded by one frame at each end: 100 a second
-
-    @property
     def scene_size(self) -> int:
         return SCENE_STEPS * self.dim
 
@@ -79,6 +70,8 @@ class ModelDims:
 
 assert ModelDims().n_frames == (CHUNK_SAMPLES - N_FFT) // HOP_LENGTH + 1
 N_BINS = N_FFT // 2 + 1  # 241 one-sided DFT bins
+FRAMES_PER_CHUNK = CHUNK_SAMPLES // HOP_LENGTH  # 100 frames a second after compensation: 98 + one at each end
+assert FRAMES_PER_CHUNK == ModelDims().n_frames + 2
 
 
 def num_chunks(num_samples: int) -> int:
@@ -86,11 +79,6 @@ def num_chunks(num_samples: int) -> int:
     return math.ceil((num_samples + PAD_BEFORE + PAD_AFTER) / CHUNK_SAMPLES)
 
 
-def num_timestamps(num_samples: int) -> int:
-    """N = L // 160: timestamp embeddings the HEAR API returns for a clip."""
-    return num_samples // HOP_LENGTH
-
-
 def num_full_frames(num_samples: int) -> int:
     """T = 100 S - 2: frames after chunk compensation, from which the scene is made."""
-    return (ModelDims().n_frames + 2) * num_chunks(num_samples) - 2
+    return FRAMES_PER_CHUNK * num_chunks(num_samples) - 2

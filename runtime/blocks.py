@@ -22,11 +22,10 @@ from typing import Callable
 
 import numpy as np
 
-from kwmlp.dims import CHUNK_SAMPLES, HOP_LENGTH, PAD_AFTER, PAD_BEFORE, num_chunks
+from kwmlp.dims import CHUNK_SAMPLES, FRAMES_PER_CHUNK, HOP_LENGTH, PAD_AFTER, PAD_BEFORE, num_chunks, num_full_frames
 from kwmlp.runtime import scene as scenes
 from kwmlp.runtime.result import EmbeddingResult
 
-_FRAMES_PER_CHUNK = CHUNK_SAMPLES // HOP_LENGTH  # 100 compensated frames a second
 
 
 class ClipStream:
@@ -75,8 +74,8 @@ class ClipStream:
         stop = CHUNK_SAMPLES * b - PAD_BEFORE - PAD_AFTER if final else self._block_end(b)
         out = self._embed_audio(self._take(stop)[None])[0]  # its frame t is clip frame t + base / 160
         offset = self._base // HOP_LENGTH
-        first = max(0, _FRAMES_PER_CHUNK * self._chunk - 1) - offset
-        last = len(out) if final else _FRAMES_PER_CHUNK * b - 1 - offset
+        first = max(0, FRAMES_PER_CHUNK * self._chunk - 1) - offset
+        last = len(out) if final else FRAMES_PER_CHUNK * b - 1 - offset
         self._frames.append(out[first:last])
         # keep the samples from chunk b - 1 on: the next block's first, discarded, chunk
         keep_from = CHUNK_SAMPLES * (b - 1)
@@ -88,7 +87,7 @@ class ClipStream:
         """The clip's :class:`~kwmlp.runtime.EmbeddingResult`, without a batch axis."""
         s = num_chunks(self.num_samples)
         self._run_block(s, final=True)
-        full = np.empty((_FRAMES_PER_CHUNK * s - 2, self._frames[0].shape[1]), np.float32)
+        full = np.empty((num_full_frames(self.num_samples), self._frames[0].shape[1]), np.float32)
         start = 0
         while self._frames:  # consumed block by block: an hour's frames are never held twice
             block = self._frames.pop(0)

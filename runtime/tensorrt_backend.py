@@ -14,7 +14,6 @@ layer resources follow the last shape it ran (TensorRT#3798).
 from __future__ import annotations
 
 import logging
-import os
 import threading
 
 import numpy as np

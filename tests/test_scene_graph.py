@@ -14,9 +14,15 @@ def _session(scene: str, halvings: int):
     import onnxruntime as ort
     from onnx import helper
 
-    from kwmlp.export.graph import OPSET, scene_graph
+    from kwmlp.export.builder import FLOAT, GraphBuilder, value_info
+    from kwmlp.export.graph import OPSET, _scene
 
-    m = helper.make_model(scene_graph(64, scene, halvings), opset_imports=[helper.make_opsetid("", OPSET)])
+    # the scene subgraph of the embedding graph alone, at lengths whose audio would be slow to embed
+    b = GraphBuilder()
+    _scene(b, "full_embeddings", scene, halvings, "scene_embeddings")
+    g = helper.make_graph(b.nodes, "kwmlp_scene", [value_info("full_embeddings", FLOAT, ["batch", "frames", 64])],
+                          [value_info("scene_embeddings", FLOAT, ["batch", 1024])], b.initializers)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)])
     m.ir_version = 8
     return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
 

@@ -9,6 +9,17 @@ pytest.importorskip("onnx")
 from kwmlp.export import stft  # noqa: E402  (needs onnx)
 
 
+def _mel_power(chunks: np.ndarray) -> np.ndarray:
+    """The graph's factored arithmetic in numpy (float64): ``(N, 16000) -> mel power (N, 98, 40)``."""
+    x = chunks.reshape(len(chunks), stft.ROWS, stft.P)
+    frames = np.stack([x[:, stft.STRIDE * t : stft.STRIDE * t + stft.Q] for t in range(stft.N_FRAMES)], axis=1)  # (N, 98, n2, n1)
+    w1 = stft.stage1_kernels().reshape(stft.P, stft.K2 * 2, stft.Q)
+    a = np.einsum("ikq,ntqi->ntik", w1, frames).reshape(len(chunks), stft.N_FRAMES, stft.P, stft.K2, 2)
+    a = a.transpose(0, 1, 3, 2, 4).reshape(len(chunks), stft.N_FRAMES, stft.K2, 2 * stft.P)
+    y = np.einsum("kog,ntkg->ntko", stft.stage2_matrices(), a)
+    return (y * y).reshape(len(chunks), stft.N_FRAMES, -1) @ stft.mel_matrix().T
+
+
 def _mel_power_by_rfft(chunks: np.ndarray) -> np.ndarray:
     frames = np.lib.stride_tricks.sliding_window_view(chunks, 480, axis=1)[:, ::160]
     power = np.abs(np.fft.rfft(frames * filters.hann_window(), axis=-1)) ** 2
@@ -26,7 +37,7 @@ def test_factored_stft_equals_the_rfft(kind):
         "impulses": lambda: (t % 997 == 0).astype(np.float64)[None],
     }[kind]()
     truth = _mel_power_by_rfft(x)
-    assert np.abs(stft.mel_power(x) - truth).max() <= 1e-12 * truth.max()
+    assert np.abs(_mel_power(x) - truth).max() <= 1e-12 * truth.max()
 
 
 def test_every_bin_has_one_computed_source():
