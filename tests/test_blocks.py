@@ -14,12 +14,51 @@ def test_blocks_equal_whole(random_exported, scene, length):
     from kwmlp.runtime import Embedder
 
     audio = np.random.default_rng(length).uniform(-0.5, 0.5, (2, length)).astype(np.float32)
-    whole = Embedder(random_exported(scene=scene)).embed(audio)
-    blocked = Embedder(random_exported(scene=scene), block_seconds=1).embed(audio)
-    assert blocked.timestamp_embeddings.shape == whole.timestamp_embeddings.shape
-    assert max_abs(blocked.timestamp_embeddings, whole.timestamp_embeddings) <= 1e-5
-    np.testing.assert_array_equal(blocked.timestamps, whole.timestamps)
-    assert max_abs(blocked.scene_embeddings, whole.scene_embeddings) <= 1e-5
+    e = Embedder(random_exported(scene=scene), block_seconds=1)
+    whole = e._run_embeddings(audio)  # the graph on the whole clips, whatever their length
+    blocked = [_streamed(e, row, 1) for row in audio]  # blocks of one chunk, fed in pieces of 1 s
+    for i, b in enumerate(blocked):
+        assert b.timestamp_embeddings.shape == whole.timestamp_embeddings[i].shape
+        assert max_abs(b.timestamp_embeddings, whole.timestamp_embeddings[i]) <= 1e-5
+        np.testing.assert_array_equal(b.timestamps, whole.timestamps[i])
+        assert max_abs(b.scene_embeddings, whole.scene_embeddings[i]) <= 1e-5
+
+
+def _streamed(embedder, clip, seconds):
+    s = embedder.stream()
+    for start in range(0, len(clip), 16000 * seconds):
+        s.feed(clip[start : start + 16000 * seconds])
+    return s.finish()
+
+
+def test_embed_takes_the_block_path_past_block_seconds(random_exported, monkeypatch):
+    from kwmlp.runtime import Embedder
+
+    e = Embedder(random_exported(), block_seconds=2)
+    calls = []
+    monkeypatch.setattr(e, "_embed_blocks", lambda clip: calls.append(len(clip)) or Embedder._embed_blocks(e, clip))
+    e.embed(np.zeros((1, 32000), np.float32))
+    assert calls == []
+    e.embed(np.zeros((1, 32001), np.float32))
+    assert calls == [32001]
+
+
+def test_long_clips_need_only_the_embedding_graph(random_exported, tmp_path):
+    import os
+    import shutil
+
+    from kwmlp.artifact import keywords_path_for
+    from kwmlp.runtime import Embedder
+
+    src = random_exported()
+    path = str(tmp_path / "alone.onnx")
+    shutil.copyfile(src, path)  # no alone.keywords.onnx beside it
+    assert not os.path.exists(keywords_path_for(path))
+    audio = np.random.default_rng(65).uniform(-0.5, 0.5, 16000 * 65 + 321).astype(np.float32)
+    r = Embedder(path).embed(audio)  # 65 s > 64 s: block by block
+    whole = Embedder(src, block_seconds=70).embed(audio)
+    assert max_abs(r.timestamp_embeddings, whole.timestamp_embeddings) <= 1e-5
+    assert max_abs(r.scene_embeddings, whole.scene_embeddings) <= 1e-5
 
 
 def test_stream_in_odd_pieces(random_exported):

@@ -63,13 +63,34 @@ def test_export_depth_out_of_range(random_checkpoint, tmp_path):
     assert not (tmp_path / "x.onnx").exists()
 
 
-def test_failed_export_keeps_the_previous_file(random_checkpoint, tmp_path):
+def test_failed_export_keeps_the_previous_file(random_checkpoint, tmp_path, monkeypatch, capsys):
+    # the disk fills up half way through writing the embedding graph: the old file must survive
+    import errno
+
+    from kwmlp.export import onnx_export
+    from kwmlp.fileio import atomic_path
+
     out = tmp_path / "x.onnx"
     out.write_bytes(b"previous")
-    r = _cli("export", random_checkpoint, "-o", str(out), "--opset", "12")
-    assert r.returncode == 1 and "opset must be at least 17" in r.stderr
+
+    def write_half_then_fail(path, data):
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(data[: len(data) // 2])
+            if str(path) == str(out):
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(onnx_export, "write_bytes_atomic", write_half_then_fail)
+    assert main(["export", random_checkpoint, "-o", str(out)]) == 1
+    assert "No space left on device" in capsys.readouterr().err
     assert out.read_bytes() == b"previous"
-    assert [p.name for p in tmp_path.iterdir()] == ["x.onnx"]  # no temp file left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.keywords.onnx", "x.onnx"]  # no temp file left behind
+
+
+def test_export_with_a_too_early_opset_is_refused(random_checkpoint, tmp_path):
+    r = _cli("export", random_checkpoint, "-o", str(tmp_path / "x.onnx"), "--opset", "12")
+    assert r.returncode == 1 and "opset must be at least 17" in r.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_debug_shows_traceback():

@@ -58,8 +58,12 @@ class FakeCuda:
         pass
 
     def capture(self, stream, enqueue):
+        """A graph replays what was captured: the shapes and addresses of that moment, and it works
+        only while the context's layer resources still follow the captured shape (TensorRT#3798)."""
         self.captures += 1
-        return enqueue  # replaying the graph = the same enqueue on the same addresses
+        ctx = enqueue.__self__.context
+        frozen = types.SimpleNamespace(e=ctx.e, shape=ctx.shape, addr=dict(ctx.addr), last_run=None)
+        return lambda: ctx.replay(frozen)
 
     def launch(self, graph, stream):
         self.launches += 1
@@ -104,12 +108,27 @@ def fake_tensorrt(profiles):
             return True
 
         def execute_async_v3(self, handle):
-            n = int(np.prod(self.shape))
-            x = np.frombuffer((ctypes.c_float * n).from_address(self.addr[self.e.input]), np.float32).reshape(self.shape)
-            for name, y in zip(self.e.outputs, self.e.session.run(self.e.outputs, {self.e.input: x.copy()})):
-                y = np.ascontiguousarray(y, np.float32)
-                ctypes.memmove(self.addr[name], y.ctypes.data, y.nbytes)
+            Context._run(self, self)
+            self.last_run = self.shape  # the layer resources now follow this shape
             return True
+
+        def replay(self, graph):
+            if getattr(self, "last_run", None) != graph.shape:  # resources of another shape: garbage out
+                for name in self.e.outputs:
+                    shape = self.get_tensor_shape(name) if self.shape == graph.shape else ()
+                    ctypes.memset(graph.addr[name], 0xFF, 4 * int(np.prod(shape)))  # NaNs
+                return
+            Context._run(graph, self)
+
+        @staticmethod
+        def _run(state, ctx):
+            """Run the engine on ``state``'s input shape and addresses (the live context's, or a graph's)."""
+            n = int(np.prod(state.shape))
+            x = np.frombuffer((ctypes.c_float * n).from_address(state.addr[state.e.input]), np.float32)
+            feeds = {state.e.input: x.reshape(state.shape).copy()}
+            for name, y in zip(state.e.outputs, state.e.session.run(state.e.outputs, feeds)):
+                y = np.ascontiguousarray(y, np.float32)
+                ctypes.memmove(state.addr[name], y.ctypes.data, y.nbytes)
 
     class Engine:
         def __init__(self, onnx_path):
@@ -226,6 +245,20 @@ def test_cuda_graph_is_recaptured_after_another_shape(fake_engine):
         np.testing.assert_array_equal(graphs.embed(x).scene_embeddings, plain.embed(x).scene_embeddings)
     # each run of two: a plain warm-up, then a capture and its launch; never a replay across shapes
     assert (cuda.captures, cuda.launches) == (3, 3)
+
+
+def test_the_fake_shows_a_stale_replay(fake_engine, monkeypatch):
+    # guards the fake itself: a runner that kept shape A's graph after running shape B must fail above
+    from kwmlp.runtime import Embedder, tensorrt_backend
+
+    engine, _, _ = fake_engine
+    monkeypatch.setattr(tensorrt_backend._Worker, "_drop_graphs", lambda self: None)
+    graphs = Embedder(engine, backend="tensorrt", cuda_graph=True)
+    rng = np.random.default_rng(2)
+    a, b = rng.uniform(-0.5, 0.5, (2, 30000)).astype(np.float32), rng.uniform(-0.5, 0.5, (1, 40000)).astype(np.float32)
+    for x in (a, a, b, b):
+        graphs.embed(x)
+    assert np.isnan(graphs.embed(a).scene_embeddings).all()  # A's graph replayed on B's resources
 
 
 def test_empty_outputs_get_real_addresses(fake_engine):
