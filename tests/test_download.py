@@ -9,7 +9,7 @@ import urllib.error
 
 import pytest
 
-from kwmlp.apps import download as dl
+from kwmlp.apps import checkpoint_download as dl
 from kwmlp.errors import KwmlpError
 
 PAYLOAD = b"pretend checkpoint bytes " * 100_000  # 2.5 MB: several read blocks

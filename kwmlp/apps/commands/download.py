@@ -6,7 +6,7 @@ import os
 
 
 def add_parser(sub):
-    from kwmlp.apps.download import CHECKPOINT_URL
+    from kwmlp.apps.checkpoint_download import CHECKPOINT_URL
 
     p = sub.add_parser("download", help="download the trained checkpoint kwmlp.pth (sha256-checked)",
                        description="Download KW-MLP-12 (kwmlp.pth, the HEAR 2021 submission's checkpoint, "
@@ -19,7 +19,7 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from kwmlp.apps.download import CHECKPOINT_NAME, CHECKPOINT_SHA256, download
+    from kwmlp.apps.checkpoint_download import CHECKPOINT_NAME, CHECKPOINT_SHA256, download
 
     dest = os.path.join(args.dest, CHECKPOINT_NAME)
     if download(args.url, dest):

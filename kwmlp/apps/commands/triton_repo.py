@@ -27,7 +27,7 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from kwmlp.apps.serving.triton_repo import RepositoryOptions, write_repository
+    from kwmlp.apps.serving.repository import RepositoryOptions, write_repository
 
     options = RepositoryOptions(
         name=args.name, backend=args.backend, max_batch_size=args.max_batch_size,

@@ -2,6 +2,6 @@
 the ``Embedder`` API. Needs ``pip install -e '.[distributed]'`` (tritonclient)."""
 
 from kwmlp.apps.serving.triton_client import TritonEmbedder
-from kwmlp.apps.serving.triton_repo import RepositoryOptions, write_repository
+from kwmlp.apps.serving.repository import RepositoryOptions, write_repository
 
 __all__ = ["TritonEmbedder", "RepositoryOptions", "write_repository"]
