@@ -23,7 +23,7 @@ from kwmlp.errors import KwmlpError
 __all__ = [
     "EMBEDDING_INPUT", "EMBEDDING_OUTPUTS", "ENGINE_SUFFIXES", "KEYWORD_INPUT", "KEYWORD_OUTPUTS",
     "LAYOUT_EMBEDDINGS", "LAYOUT_KEYWORDS", "ModelInfo", "engine_beside", "engine_keywords_path",
-    "is_engine", "keywords_engine_name", "keywords_path_for", "onnx_behind", "read_model_info",
+    "is_engine", "is_keywords_file", "keywords_path_for", "onnx_behind", "read_model_info",
     "open_onnx", "require_file", "keywords_model_path", "sidecar_path",
 ]
 
@@ -70,10 +70,6 @@ def keywords_path_for(path: str) -> str:
 def is_keywords_file(path: str) -> bool:
     """Whether ``path`` is named like the keyword companion of another export."""
     return os.path.splitext(os.path.splitext(os.fspath(path))[0])[1] == _KEYWORDS
-
-
-def keywords_engine_name(engine_path: str) -> str:
-    return os.path.basename(keywords_path_for(engine_path))
 
 
 def engine_beside(onnx_path: str) -> str | None:
