@@ -5,7 +5,9 @@ folder) next to a ``../shared`` holding the checkpoint and the keyword clips, as
 with this environment's ``kwmlp`` and ``python`` first on PATH and a data folder of their own
 (``$KWMLP_HOME``). Python blocks share one namespace, since they build on each other; bash blocks
 run with ``bash -e``. A block right after a ``<!-- not run: REASON -->`` line is skipped with that
-reason; ```text and ```console blocks show output and are never run.
+reason; ```text and ```console blocks show output and are not run as blocks, but the ``$ kwmlp
+classify``, ``$ kwmlp spot`` and ``$ kwmlp info`` examples in them are rerun after the blocks and
+must print what the README shows (their output is deterministic; embed's shows timings).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ FENCE = re.compile(r"^```([\w-]*)\s*$")
 NOT_RUN = re.compile(r"^<!--\s*not run:\s*(.+?)\s*-->$")
 # made by the README's own commands: never linked from the repository into the stand-in clone
 MADE_HERE = {"exports", "recordings", "embeddings", "bench-out", "build", "dist"}
+CHECKED_COMMANDS = ("kwmlp classify ", "kwmlp spot ", "kwmlp info ")
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,31 @@ def blocks(text: str) -> list[Block]:
     return found
 
 
-BLOCKS = blocks(README.read_text(encoding="utf-8"))
+def printed_examples(text: str) -> list[tuple[int, str, str]]:
+    """(line, command, what it printed) for each ``$ COMMAND`` of CHECKED_COMMANDS in a ```text block."""
+    found, lines, language = [], text.splitlines(), None  # language: of the block we are in, None outside
+    for i, line in enumerate(lines):
+        fence = FENCE.match(line)
+        if fence:
+            language = fence.group(1) if language is None else None
+            continue
+        if language not in ("text", "console") or not line.startswith("$ "):
+            continue
+        command, j = line[2:], i + 1
+        while command.endswith("\\"):
+            command, j = command[:-1] + lines[j].strip(), j + 1
+        output = []
+        while not (lines[j].startswith("$ ") or lines[j].strip() == "```"):
+            output.append(lines[j])
+            j += 1
+        if command.startswith(CHECKED_COMMANDS):
+            found.append((i + 1, " ".join(command.split()), "\n".join(output) + "\n"))
+    return found
+
+
+TEXT = README.read_text(encoding="utf-8")
+BLOCKS = blocks(TEXT)
+EXAMPLES = printed_examples(TEXT)
 
 
 class Reader:
@@ -71,6 +98,12 @@ class Reader:
         self.namespace: dict = {"__name__": "__readme__"}
         self.done = 0  # index into BLOCKS of the first block not yet run
         self.failed: Block | None = None
+
+    def bash(self, code: str, name: str) -> subprocess.CompletedProcess:
+        r = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", code], cwd=self.clone, env=self.env,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, f"{name} exited with {r.returncode}:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
+        return r
 
     def run_through(self, index: int) -> None:
         while self.done <= index:
@@ -88,9 +121,7 @@ class Reader:
 
     def _run(self, block: Block) -> None:
         if block.language == "bash":
-            r = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", block.code], cwd=self.clone, env=self.env,
-                               capture_output=True, text=True, timeout=300)
-            assert r.returncode == 0, f"{block.name} exited with {r.returncode}:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
+            self.bash(block.code, block.name)
             return
         before_cwd, before_env = os.getcwd(), dict(os.environ)
         os.chdir(self.clone)
@@ -142,3 +173,16 @@ def test_readme_block_runs(index, reader):
     if block.not_run:
         pytest.skip(f"{block.name} is not run: {block.not_run}")
     reader.run_through(index)
+
+
+def test_printed_examples_are_read():
+    text = ("```text\n$ kwmlp spot m.onnx a.wav \\\n    --merge\na.wav  yes\n$ kwmlp embed m.onnx x -o y\n"
+            "embedded\n```\n```bash\n$ kwmlp spot m.onnx b.wav\n```\n")
+    assert printed_examples(text) == [(2, "kwmlp spot m.onnx a.wav --merge", "a.wav  yes\n")]
+    assert len(EXAMPLES) >= 8, EXAMPLES  # the classify, spot and info examples of "Using it on audio files"
+
+
+@pytest.mark.parametrize("line,command,printed", EXAMPLES, ids=[f"README.md:{e[0]}" for e in EXAMPLES])
+def test_readme_prints_what_it_shows(line, command, printed, reader):
+    reader.run_through(len(BLOCKS) - 1)  # the export and recordings/ the examples run on
+    assert reader.bash(command, f"README.md:{line}").stdout == printed
