@@ -7,13 +7,14 @@ for its quirks). Audio ``(B, L)`` float32 at 16 kHz.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from kwmlp.dims import CHUNK_SAMPLES, HOP_LENGTH, PAD_BEFORE, SCENE_ALGORITHMS, SCENE_STEPS, num_chunks
+from kwmlp.errors import KwmlpError
 from kwmlp.models.frontend import MFCC
 from kwmlp.models.network import KWMLP
 
@@ -70,7 +71,7 @@ _SCENES = {"iterative": scene_iterative, "single": scene_single, "mean": scene_m
 
 
 class HearReference(nn.Module):
-    """MFCC + KW-MLP + the HEAR wrapper, in PyTorch. Audio ``(B, L)`` float32 -> :class:`ReferenceOutput`."""
+    """MFCC + KW-MLP + the HEAR wrapper, in PyTorch. Audio ``(B, L)`` or ``(L,)`` float32 -> :class:`ReferenceOutput`."""
 
     sample_rate = 16000
 
@@ -86,6 +87,12 @@ class HearReference(nn.Module):
 
     @torch.no_grad()
     def forward(self, audio: torch.Tensor) -> ReferenceOutput:
+        """``audio`` float32 ``(B, L)``, or ``(L,)`` for results without the batch axis (as ``Embedder``)."""
+        if audio.ndim == 1:
+            out = self.forward(audio[None])
+            return ReferenceOutput(**{f.name: getattr(out, f.name)[0] for f in fields(out)})
+        if audio.ndim != 2:
+            raise KwmlpError(f"audio must have shape (batch, samples) or (samples,), got {tuple(audio.shape)}")
         batch, length = audio.shape
         frames = self.model.embed(self.mfcc(pad_and_chunk(audio)), self.model.dims.embed_depth)
         full = compensate(frames, batch)

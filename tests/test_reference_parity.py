@@ -48,3 +48,17 @@ def test_reference_cases_are_found(checkpoint):
     from conftest import REFERENCE_DIR
 
     assert len(REFERENCE_CASES) == 10, f"expected the 10 parity cases in {REFERENCE_DIR}"
+
+
+def test_pytorch_reference_takes_one_clip_without_batch_axis(reference):
+    from kwmlp.errors import KwmlpError
+    from kwmlp.models import HearReference
+
+    audio = torch.from_numpy(load_case(REFERENCE_CASES[0])["audio"])
+    model = HearReference(reference)
+    batched, single = model(audio), model(audio[-1])
+    for name in ("timestamp_embeddings", "timestamps", "scene_embeddings", "full_embeddings"):
+        # not bit-equal: a batch of one takes other matmul paths
+        assert max_abs(getattr(single, name), getattr(batched, name)[-1]) <= 1e-5, name
+    with pytest.raises(KwmlpError, match=r"audio must have shape \(batch, samples\) or \(samples,\), got \(1, "):
+        model(audio[None])

@@ -9,6 +9,7 @@ import urllib.request
 
 from kwmlp.errors import KwmlpError
 from kwmlp.fileio import atomic_path, sha256_file
+from kwmlp.paths import data_dir
 
 CHECKPOINT_URL = "https://github.com/ID56/HEAR-2021-Audio-MLP/raw/main/checkpoints/kwmlp.pth"
 CHECKPOINT_SHA256 = "bfb3c2b1da7f723bba8fd1ad96f5be9b25fa79de48af80ce0235e4871613c016"  # KW-MLP-12, CC BY-SA 4.0
@@ -24,16 +25,22 @@ def _offline(url: str, reason) -> KwmlpError:
     )
 
 
-def download(url: str = CHECKPOINT_URL, dest: str | os.PathLike = os.path.join("models", CHECKPOINT_NAME),
+def downloaded_checkpoint() -> str:
+    """Where ``kwmlp download`` puts ``kwmlp.pth`` by default: in the data folder (:func:`kwmlp.paths.data_dir`)."""
+    return os.path.join(data_dir(), CHECKPOINT_NAME)
+
+
+def download(url: str = CHECKPOINT_URL, dest: str | os.PathLike | None = None,
              sha256: str = CHECKPOINT_SHA256, timeout: float = 60.0, opener=urllib.request.urlopen) -> bool:
-    """Download ``url`` to ``dest`` if it is not there already with the right ``sha256``.
+    """Download ``url`` to ``dest`` (default :func:`downloaded_checkpoint`) if it is not there
+    already with the right ``sha256``.
 
     The file is written atomically and only when its sha256 matches; a mismatch, an HTTP error or
     no network raise :class:`KwmlpError`. Returns True when it downloaded, False when ``dest``
     was already the expected file. ``opener`` is ``urllib.request.urlopen``'s signature (tests
     replace it).
     """
-    dest = os.fspath(dest)
+    dest = os.fspath(dest) if dest is not None else downloaded_checkpoint()
     if os.path.isfile(dest) and sha256_file(dest) == sha256:
         return False
     try:

@@ -4,8 +4,8 @@
 Torch tensors in and out (float32, on the caller's device), as the HEAR contract asks; the
 embeddings themselves come from the exported ONNX graph through :class:`kwmlp.runtime.Embedder`,
 not from the PyTorch reference. ``load_model`` takes the original ``.pth`` checkpoint (exported on
-first use into a cache folder keyed by its sha256: ``$KWMLP_CACHE``, else
-``$XDG_CACHE_HOME/kwmlp``, else ``~/.cache/kwmlp``) or an exported ``.onnx``.
+first use into the data folder, :func:`kwmlp.paths.data_dir`, keyed by its sha256) or an exported
+``.onnx``.
 
 Validate with ``hear-validator kwmlp.apps.hear_api -m kwmlp.pth``. This module needs torch.
 """
@@ -23,19 +23,12 @@ import kwmlp
 from kwmlp.dims import SAMPLE_RATE, ModelDims
 from kwmlp.artifact import require_file
 from kwmlp.errors import KwmlpError, missing_extra
+from kwmlp.paths import data_dir
 from kwmlp.runtime import Embedder
 
 log = logging.getLogger("kwmlp")
 
-__all__ = ["KwmlpHearModel", "load_model", "get_timestamp_embeddings", "get_scene_embeddings", "cache_dir"]
-
-
-def cache_dir() -> str:
-    """Where exported checkpoints are kept: ``$KWMLP_CACHE``, else ``$XDG_CACHE_HOME/kwmlp``, else ``~/.cache/kwmlp``."""
-    if os.environ.get("KWMLP_CACHE"):
-        return os.environ["KWMLP_CACHE"]
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "kwmlp")
+__all__ = ["KwmlpHearModel", "load_model", "get_timestamp_embeddings", "get_scene_embeddings"]
 
 
 def _exported(checkpoint: str) -> str:
@@ -43,7 +36,7 @@ def _exported(checkpoint: str) -> str:
 
     digest = sha256_file(checkpoint)
     # the version too: another release may export a different graph from the same weights
-    path = os.path.join(cache_dir(), digest, f"kwmlp-{kwmlp.__version__}.onnx")
+    path = os.path.join(data_dir(), digest, f"kwmlp-{kwmlp.__version__}.onnx")
     if not os.path.isfile(path):
         try:
             from kwmlp.export import export_checkpoint

@@ -15,6 +15,7 @@ from kwmlp.artifact.metadata import ModelInfo
 from kwmlp.dims import CHUNK_SAMPLES, ModelDims
 from kwmlp.errors import KwmlpError
 from kwmlp.fileio import write_bytes_atomic
+from kwmlp.paths import data_dir
 
 SIDECAR_FORMAT = "kwmlp-engine/1"
 
@@ -152,7 +153,6 @@ def _slug(text: str) -> str:
 
 def timing_cache_path(device: Device, directory: str | None = None) -> str:
     """Timing caches are specific to the GPU and the TensorRT version: one file per pair."""
-    directory = directory or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "kwmlp", "tensorrt")
+    directory = directory or os.path.join(data_dir(), "tensorrt")
     name = f"{_slug(device.gpu_name)}-sm{device.compute_capability}-trt{device.trt_version}.timing-cache"
     return os.path.join(directory, name)

@@ -1,8 +1,9 @@
-"""``kwmlp export CHECKPOINT -o OUT.onnx``: the fused ONNX graph and its keyword graph."""
+"""``kwmlp export [CHECKPOINT] -o OUT.onnx``: the fused ONNX graph and its keyword graph."""
 
 from __future__ import annotations
 
 import logging
+import os
 
 log = logging.getLogger("kwmlp")
 
@@ -13,7 +14,9 @@ def add_parser(sub):
     p = sub.add_parser("export", help="checkpoint (.pth) -> ONNX graph, waveform to embeddings",
                        description="Export a KW-MLP checkpoint to one ONNX graph from raw 16 kHz audio to "
                                    "embeddings, plus OUT.keywords.onnx for the keyword head.")
-    p.add_argument("checkpoint", help="the original HEAR kwmlp checkpoint, e.g. kwmlp.pth")
+    p.add_argument("checkpoint", nargs="?", default=None,
+                   help="the original HEAR kwmlp checkpoint, e.g. kwmlp.pth (default: the one `kwmlp download` "
+                        "put in the data folder)")
     p.add_argument("-o", "--output", required=True, help="output .onnx path")
     p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
     p.add_argument("--depth", type=int, default=None, help="embed after block K (paper Table 4; default: all)")
@@ -31,6 +34,7 @@ def run(args) -> int:
 
     from kwmlp.errors import missing_extra
 
+    checkpoint = args.checkpoint or _downloaded()
     try:
         from kwmlp.export import ExportOptions, export_checkpoint
     except ImportError as e:
@@ -38,6 +42,18 @@ def run(args) -> int:
     options = ExportOptions(precision=args.precision, depth=args.depth, scene=args.scene, opset=args.opset)
     if args.max_seconds is not None:
         options = dataclasses.replace(options, max_seconds=args.max_seconds)
-    emb, kw = export_checkpoint(args.checkpoint, args.output, options)
+    emb, kw = export_checkpoint(checkpoint, args.output, options)
     print(f"wrote {emb}\nwrote {kw}")
     return 0
+
+
+def _downloaded() -> str:
+    from kwmlp.apps.checkpoint_download import downloaded_checkpoint
+    from kwmlp.errors import KwmlpError
+
+    path = downloaded_checkpoint()
+    if not os.path.isfile(path):
+        raise KwmlpError(f"no checkpoint named and none downloaded ({path} does not exist): run `kwmlp download`, "
+                         "or name one: kwmlp export CHECKPOINT -o OUT.onnx")
+    log.info("kwmlp: exporting %s", path)
+    return path
