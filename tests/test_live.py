@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import soxr
 
-from conftest import KEYWORDS_DIR, max_abs
-from kwmlp.apps import audio
+from conftest import keyword_sentence, max_abs
 from kwmlp.errors import KwmlpError
 from kwmlp.runtime import KEYWORDS, Embedder, LiveEmbeddings, LiveSpotter, spot
 
@@ -24,11 +23,7 @@ def embedder(exported):
 
 @pytest.fixture(scope="module")
 def speech():
-    """Six keywords with half a second of silence after each, 16 kHz float32."""
-    files = [KEYWORDS_DIR / f"{w}__en-gb-x-rp_f1.wav" for w in WORDS]
-    if not all(f.is_file() for f in files):
-        pytest.skip(f"keyword clips not found in {KEYWORDS_DIR}")
-    return np.concatenate([np.concatenate([audio.load(f), np.zeros(8000, np.float32)]) for f in files])
+    return keyword_sentence(WORDS)
 
 
 def feed_in_pieces(spotter, x, seed=0):
