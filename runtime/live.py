@@ -165,6 +165,11 @@ class LiveSpotter:
         """16 kHz samples received so far."""
         return self._windows.base + self._windows.fill
 
+    @property
+    def windows(self) -> int:
+        """Windows run through the keyword graph so far."""
+        return self._windows.count
+
     def feed(self, pcm) -> list[Detection]:
         """Add float32 ``[-1, 1]`` or int16 samples (``(n,)`` or ``(n, channels)``, any ``n``); return the
         detections whose deciding window this block completed (``[]`` with a ``callback``)."""
