@@ -7,16 +7,15 @@ import queue
 import sys
 import time
 
-# The live detector's defaults (`kwmlp listen`, `kwmlp wyoming`); --raw turns smoothing, trigger
-# level and refractory period off, so that the output equals `kwmlp spot --mode multi`.
-DEFAULTS = dict(window=1.0, hop=0.1, threshold=0.85, smooth=3, trigger_level=1, refractory=1.0)
+# --raw turns smoothing, trigger level and refractory period off: the output equals `kwmlp spot --mode multi`
 RAW = dict(smooth=1, trigger_level=1, refractory=0.0)
 FILE_BLOCK_SECONDS = 0.1  # a file is read in pieces of this much audio
 
 
 def add_detector_options(p) -> None:
     """The detector's options, shared by `listen` and `wyoming`."""
-    d = DEFAULTS
+    from kwmlp.runtime.live import DEFAULTS as d
+
     p.add_argument("--window", type=float, default=d["window"], help=f"window length in seconds (default {d['window']})")
     p.add_argument("--hop", type=float, default=d["hop"], help=f"hop between windows in seconds (default {d['hop']})")
     p.add_argument("--threshold", type=float, default=d["threshold"],
@@ -36,6 +35,8 @@ def add_detector_options(p) -> None:
 
 def detector_options(args) -> dict:
     """LiveSpotter's keyword arguments from the parsed detector options."""
+    from kwmlp.runtime.live import DEFAULTS
+
     options = {k: getattr(args, k) for k in DEFAULTS}
     options.update(RAW if args.raw else {})
     options["keywords"] = [k.strip() for k in args.keywords.split(",") if k.strip()] if args.keywords else None
