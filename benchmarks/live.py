@@ -72,18 +72,19 @@ def worker(args) -> None:
     process = _kwmlp_engine(args) if args.worker == "kwmlp" else _oww_engine(args)
     print("ready", flush=True)
     stdin, cpu0 = sys.stdin.buffer, time.process_time()
-    hops, delays, samples, t0 = [], [], 0, None
+    hops, found_at, starts, samples = [], [], [], 0
     while len(data := stdin.read(BLOCK * 2)) == BLOCK * 2:
         arrived = time.perf_counter()
-        t0 = arrived - BLOCK / RATE if t0 is None else t0  # when the first sample was "spoken"
-        block = np.frombuffer(data, "<i2")
-        runs, found = process(block)
+        starts.append(arrived - (samples + BLOCK) / RATE)  # when sample 0 was "spoken", if this block came on time
+        runs, found = process(np.frombuffer(data, "<i2"))
         done = time.perf_counter()
-        samples += len(block)
+        samples += BLOCK
         if runs:
             hops.append((done - arrived) / runs)
-        delays += [done - (t0 + end_s) for end_s in found]
+        found_at += [(done, end_s) for end_s in found]
     cpu = time.process_time() - cpu0
+    t0 = min(starts, default=0.0)  # blocks come late, never early: the earliest is the true start
+    delays = [done - (t0 + end_s) for done, end_s in found_at]
     print(json.dumps({"cpu_s": cpu, "audio_s": samples / RATE, "hops_s": hops, "delays_s": delays}), flush=True)
 
 

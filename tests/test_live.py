@@ -167,3 +167,14 @@ def test_bad_blocks(block, match):
 def test_bad_options(options, match):
     with pytest.raises(KwmlpError, match=match):
         LiveSpotter(ScriptedLogits([]), **options)
+
+
+def test_accuracy_scoring():
+    from kwmlp.benchmarks.live_accuracy import score
+    from kwmlp.runtime import Detection
+
+    truth = [("yes", 1.0, 1.5), ("no", 3.0, 3.4)]
+    found = [Detection("yes", 33, 0.9, 0.6, 1.6), Detection("yes", 33, 0.9, 0.7, 1.7),  # one occurrence, twice
+             Detection("no", 18, 0.9, 0.6, 1.6),  # the wrong label there
+             Detection("no", 18, 0.9, 3.4, 4.4)]  # touches the end only: no overlap
+    assert score(found, truth) == (1, 2)
