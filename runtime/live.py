@@ -45,8 +45,12 @@ class _Pcm:
             self._stream = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32", quality=RESAMPLE_QUALITY)
 
     def convert(self, block, last: bool = False) -> np.ndarray:
+        """float32 ``(n,)`` 16 kHz mono, never a view of ``block``: a caller (a sound card's callback)
+        may reuse its buffer while the samples wait in a queue or a stream."""
         x = as_pcm(block, self.channels)
-        return x if self._stream is None else self._stream.resample_chunk(x, last=last)
+        if self._stream is not None:
+            return self._stream.resample_chunk(x, last=last)
+        return x.copy() if isinstance(block, np.ndarray) and np.may_share_memory(x, block) else x
 
 
 class _Detector:

@@ -178,3 +178,23 @@ def test_accuracy_scoring():
              Detection("no", 18, 0.9, 0.6, 1.6),  # the wrong label there
              Detection("no", 18, 0.9, 3.4, 4.4)]  # touches the end only: no overlap
     assert score(found, truth) == (1, 2)
+
+
+def test_a_reused_buffer_is_copied_before_it_waits(embedder, speech):
+    """A sound card reuses its buffer; queued blocks and LiveEmbeddings' pending samples must not change."""
+    want = spot(embedder, speech, 1.0, 0.1, 0.5, "multi")
+    found, buf = [], np.zeros(1280, np.float32)
+    spotter = LiveSpotter(embedder, threshold=0.5, callback=found.append, **RAW)
+    live, whole = LiveEmbeddings(embedder), embedder.embed(speech[: 16000 * 3])
+    frames = []
+    for i in range(0, len(speech), len(buf)):
+        n = len(speech[i : i + len(buf)])
+        buf[:n] = speech[i : i + n]
+        spotter.feed(buf[:n])
+        if i < 16000 * 3:
+            frames.append(live.feed(buf[: min(n, 16000 * 3 - i)])[0])
+        buf[:] = 9.0  # the card writes the next block into the same memory
+    spotter.close()
+    assert_same(found, want)
+    frames.append(live.close().timestamp_embeddings)
+    assert max_abs(np.concatenate(frames), whole.timestamp_embeddings) <= 1e-5
