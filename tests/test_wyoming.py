@@ -165,3 +165,28 @@ def test_bad_uri_is_one_line(exported):
     r = subprocess.run([sys.executable, "-m", "kwmlp", "wyoming", exported(), "--uri", "http://x"],
                        capture_output=True, text=True)
     assert r.returncode == 1 and r.stderr.strip().endswith("got http://x")
+
+
+def test_stdio(exported, speech):
+    """stdio://: events over the process's standard input and output, as wyoming-openwakeword's tests drive it."""
+    from wyoming.event import async_read_event, async_write_event
+
+    async def go():
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "kwmlp", "wyoming", exported(), "--uri", "stdio://", "--keywords", "yes,stop",
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        pcm, rate, channels = as_pcm(speech[: 16000 * 3], 22050, 1)
+        events = [AudioStart(rate=rate, width=2, channels=channels).event(),
+                  AudioChunk(rate=rate, width=2, channels=channels, audio=pcm).event(), AudioStop().event()]
+        for event in events:
+            await async_write_event(event, proc.stdin)
+        names = []
+        while len(names) < 2:
+            event = await asyncio.wait_for(async_read_event(proc.stdout), TIMEOUT)
+            assert event is not None and Detection.is_type(event.type)
+            names.append(Detection.from_event(event).name)
+        proc.stdin.close()
+        assert await asyncio.wait_for(proc.wait(), TIMEOUT) == 0  # the end of its input ends it
+        return names
+
+    assert run(go()) == ["yes", "stop"]
