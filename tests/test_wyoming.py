@@ -190,3 +190,12 @@ def test_stdio(exported, speech):
         return names
 
     assert run(go()) == ["yes", "stop"]
+
+
+def test_without_wyoming_one_line(exported, monkeypatch, capsys):
+    from kwmlp.apps.cli import main
+
+    monkeypatch.setitem(sys.modules, "wyoming", None)  # import fails
+    assert main(["wyoming", exported()]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and ".[wyoming]" in err

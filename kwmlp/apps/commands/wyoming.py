@@ -25,7 +25,7 @@ def run(args) -> int:
     from urllib.parse import urlparse
 
     from kwmlp.apps.commands.listen import detector_options
-    from kwmlp.apps.serving.wyoming_server import serve
+    from kwmlp.apps.serving.wyoming_server import require_wyoming, serve
     from kwmlp.dims import KEYWORDS
     from kwmlp.errors import KwmlpError
     from kwmlp.runtime import Embedder, LiveSpotter
@@ -33,6 +33,7 @@ def run(args) -> int:
     uri = urlparse(args.uri)
     if uri.scheme not in ("tcp", "unix", "stdio") or uri.scheme == "tcp" and (not uri.hostname or not uri.port):
         raise KwmlpError(f"--uri must be tcp://HOST:PORT, unix://PATH or stdio://, got {args.uri}")
+    require_wyoming()  # before the model loads
     options = detector_options(args)
     keywords = tuple(options.pop("keywords") or KEYWORDS)
     embedder = Embedder(args.model, threads=args.threads)

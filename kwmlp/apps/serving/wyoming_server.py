@@ -29,7 +29,8 @@ PROGRAM = "kwmlp"
 ATTRIBUTION = ("Keyword-MLP (Morshed and Ahsan)", "https://github.com/AI-Research-BD/Keyword-MLP")
 
 
-def _wyoming():
+def require_wyoming() -> None:
+    """KwmlpError naming the extra when the wyoming package is not installed."""
     try:
         import wyoming  # noqa: F401
     except ImportError as e:
@@ -100,7 +101,7 @@ def handler_class():
 
 async def serve(uri: str, embedder, options: dict, keywords: tuple[str, ...]) -> None:
     """Serve until SIGTERM (or the end of standard input for ``stdio://``)."""
-    _wyoming()
+    require_wyoming()
     from wyoming.server import AsyncServer
 
     server = AsyncServer.from_uri(uri)
