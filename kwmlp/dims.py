@@ -19,6 +19,7 @@ PAD_BEFORE = 80  # HEAR wrapper: (window - hop) / 2 samples before the audio
 PAD_AFTER = 240  # and window - hop/2 after it
 N_MELS = 40
 N_MFCC = 40
+RESAMPLE_QUALITY = "HQ"  # soxr's high-quality filter, for every conversion of other rates to 16 kHz
 TOP_DB = 80.0  # dB, applied per one-second chunk
 AMIN = 1e-10  # power floor before the log
 SCENE_STEPS = 16  # time steps of the scene embedding (16 x 64 = 1024)

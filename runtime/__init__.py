@@ -7,8 +7,9 @@ from kwmlp.dims import KEYWORDS
 from kwmlp.runtime.embedder import Embedder
 from kwmlp.runtime.result import EmbeddingResult
 from kwmlp.runtime.keywords import Detection, classify, merge, spot, spot_stream
+from kwmlp.runtime.live import LiveEmbeddings, LiveSpotter
 from kwmlp.artifact import ModelInfo
 
 __all__ = [
-    "Detection", "Embedder", "EmbeddingResult", "KEYWORDS", "ModelInfo", "classify", "merge", "spot", "spot_stream",
+    "Detection", "Embedder", "EmbeddingResult", "KEYWORDS", "LiveEmbeddings", "LiveSpotter", "ModelInfo", "classify", "merge", "spot", "spot_stream",
 ]

@@ -28,16 +28,25 @@ from kwmlp.runtime.result import EmbeddingResult
 
 
 
+def frame_times(start: int, stop: int) -> np.ndarray:
+    """float32 centres, in ms, of clip frames ``start .. stop - 1``: 10, 20, ... from frame 0."""
+    return np.arange(start + 1, stop + 1, dtype=np.float32) * np.float32(1000 * HOP_LENGTH / CHUNK_SAMPLES)
+
+
 class ClipStream:
     """Feed one clip's samples with :meth:`feed`, get its embeddings from :meth:`finish`.
 
     ``embed_audio`` maps float32 ``(1, n)`` audio to its timestamp embeddings ``(1, n // 160, d)``
     (the export's embedding graph computes exactly that). ``block_chunks`` one-second chunks are
-    embedded per call (at most ``block_chunks + 1`` seconds of input).
+    embedded per call (at most ``block_chunks + 1`` seconds of input). ``on_frames``, when given, is
+    called with each block of clip frames as soon as they are final (float32 ``(k, d)``, in order;
+    the last block may run past the clip's end into its padding).
     """
 
-    def __init__(self, embed_audio: Callable[[np.ndarray], np.ndarray], scene: str, block_chunks: int = 64):
+    def __init__(self, embed_audio: Callable[[np.ndarray], np.ndarray], scene: str, block_chunks: int = 64,
+                 on_frames: Callable[[np.ndarray], None] | None = None):
         self._embed_audio = embed_audio
+        self._on_frames = on_frames
         self._scene = scene
         self._block = max(1, block_chunks)
         self._pending: list[np.ndarray] = []
@@ -77,6 +86,8 @@ class ClipStream:
         first = max(0, FRAMES_PER_CHUNK * self._chunk - 1) - offset
         last = len(out) if final else FRAMES_PER_CHUNK * b - 1 - offset
         self._frames.append(out[first:last])
+        if self._on_frames is not None:
+            self._on_frames(self._frames[-1])
         # keep the samples from chunk b - 1 on: the next block's first, discarded, chunk
         keep_from = CHUNK_SAMPLES * (b - 1)
         self._pending = [self._pending[0][keep_from - self._base :]]
@@ -95,9 +106,8 @@ class ClipStream:
             start += len(block)
         assert start == len(full)
         n = self.num_samples // HOP_LENGTH
-        timestamps = np.arange(1, n + 1, dtype=np.float32) * np.float32(1000 * HOP_LENGTH / CHUNK_SAMPLES)
         return EmbeddingResult(
             timestamp_embeddings=np.ascontiguousarray(full[:n]),
-            timestamps=timestamps,
+            timestamps=frame_times(0, n),
             scene_embeddings=scenes.scene(full, self._scene),
         )

@@ -121,13 +121,15 @@ class Embedder:
             stream.feed(clip[start : start + step])
         return stream.finish()
 
-    def stream(self) -> ClipStream:
+    def stream(self, block_chunks: int | None = None, on_frames=None) -> ClipStream:
         """A :class:`~kwmlp.runtime.blocks.ClipStream` for one clip that arrives in pieces
         (e.g. read from a long file): ``s.feed(samples)`` repeatedly, then ``s.finish()``.
         Memory stays bounded by the block size plus 25 KB per second of audio; only the embedding
-        graph runs."""
+        graph runs. ``block_chunks`` (default: the embedder's block size) and ``on_frames`` are
+        :class:`~kwmlp.runtime.blocks.ClipStream`'s."""
         timestamp_embeddings = lambda x: self._runner.run({EMBEDDING_INPUT: x})[EMBEDDING_OUTPUTS[0]]
-        return ClipStream(timestamp_embeddings, self.info.scene, self._block_chunks())
+        block = self._block_chunks() if block_chunks is None else min(block_chunks, self._block_chunks())
+        return ClipStream(timestamp_embeddings, self.info.scene, block, on_frames)
 
     # --- keywords ------------------------------------------------------------------------
 

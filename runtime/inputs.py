@@ -46,3 +46,26 @@ def as_windows(windows) -> np.ndarray:
 def is_clip_list(audio) -> bool:
     """A list or tuple of clips (each 1-D array-like), as opposed to one clip given as a list of numbers."""
     return isinstance(audio, (list, tuple)) and len(audio) > 0 and all(np.ndim(a) >= 1 for a in audio)
+
+
+INT16_SCALE = 1.0 / 32768  # int16 PCM -> [-1, 1): the one place integer samples are scaled
+
+
+def as_pcm(block, channels: int = 1, what: str = "pcm") -> np.ndarray:
+    """One block of live PCM -> float32 ``(n,)`` mono (channels averaged); ``n`` may be 0.
+
+    ``block``: float32 in [-1, 1] or int16 samples, ``(n,)`` interleaved over ``channels`` or
+    ``(n, channels)``. Floating blocks get the checks of :func:`as_audio_batch`.
+    """
+    x = block if isinstance(block, np.ndarray) else np.asarray(block)
+    if x.dtype == np.int16:
+        x = x.astype(np.float32) * np.float32(INT16_SCALE)
+    elif x.dtype.kind in "iu":
+        raise KwmlpError(f"{what} must be float32 or int16 samples, got dtype {x.dtype}")
+    if x.ndim == 2 and x.shape[1] != channels or x.ndim not in (1, 2) or x.size % channels:
+        raise KwmlpError(f"{what} must have shape (samples,) or (samples, {channels}) for {channels} channel(s), "
+                         f"got shape {x.shape}")
+    if x.size == 0:
+        return np.zeros(0, np.float32)
+    x, _ = as_audio_batch(x.reshape(-1), what)
+    return x[0] if channels == 1 else x[0].reshape(-1, channels).mean(axis=1, dtype=np.float32)

@@ -90,35 +90,62 @@ def check_options(window: float, hop: float, threshold: float, mode: str) -> tup
     return win, step
 
 
-def _fit(x: np.ndarray) -> np.ndarray:
-    if len(x) >= CHUNK_SAMPLES:
-        return x[:CHUNK_SAMPLES]
-    return np.concatenate([x, np.zeros(CHUNK_SAMPLES - len(x), np.float32)])
+def put(row: np.ndarray, samples: np.ndarray) -> None:
+    """Write one window's samples (at most 16000) into a preallocated ``(16000,)`` row, zeros after them:
+    the original's window, cut or zero-padded at its end to one second."""
+    row[: len(samples)] = samples
+    row[len(samples) :] = 0.0
 
 
-class _Windows:
-    """Cuts windows out of audio arriving in pieces, keeping only what later windows need."""
+def decide(start: int, probs: np.ndarray, win: int, threshold: float) -> Detection | None:
+    """The window starting at sample ``start`` as a detection: its best class when above ``threshold``."""
+    k = int(np.argmax(probs))
+    if probs[k] > threshold:
+        return Detection(KEYWORDS[k], k, float(probs[k]), start / SAMPLE_RATE, (start + win) / SAMPLE_RATE)
+    return None
+
+
+class Windows:
+    """Cuts windows (every ``step`` samples from the first, ``win`` long) out of audio arriving in
+    pieces of any size, keeping only what later windows need in one preallocated buffer.
+
+    :meth:`feed` and :meth:`finish` yield ``(start sample, samples)``: the first ``min(win, 16000)``
+    samples of the window, a view valid until the next window is asked for (copy it with :func:`put`).
+    """
 
     def __init__(self, win: int, step: int):
         self.win, self.step = win, step
-        self.buf = np.zeros(0, np.float32)
+        self.span = min(win, CHUNK_SAMPLES)  # what the model sees of a window
+        # anything above `win` works; more room means fewer compactions of a long piece
+        self.buf = np.zeros(win + 4 * CHUNK_SAMPLES, np.float32)
+        self.fill = 0  # valid samples in buf
         self.base = 0  # absolute index of buf[0]
         self.next = 0  # absolute start of the next window
         self.count = 0
 
     def feed(self, samples: np.ndarray) -> Iterable[tuple[int, np.ndarray]]:
-        self.buf = np.concatenate([self.buf, np.asarray(samples, np.float32)])
-        while self.next + self.win <= self.base + len(self.buf):
-            i = self.next - self.base
-            yield self.next, _fit(self.buf[i : i + self.win])
-            self.next += self.step
-            self.count += 1
-        drop = min(self.next - self.base, len(self.buf))
-        self.buf, self.base = self.buf[drop:], self.base + drop
+        pos = 0
+        while pos < len(samples):
+            if self.fill == len(self.buf):
+                self._compact()
+            take = min(len(samples) - pos, len(self.buf) - self.fill)
+            self.buf[self.fill : self.fill + take] = samples[pos : pos + take]
+            self.fill += take
+            pos += take
+            while self.next + self.win <= self.base + self.fill:
+                i = self.next - self.base
+                yield self.next, self.buf[i : i + self.span]
+                self.next += self.step
+                self.count += 1
+
+    def _compact(self) -> None:
+        drop = min(self.next - self.base, self.fill)
+        self.buf[: self.fill - drop] = self.buf[drop : self.fill].copy()
+        self.base, self.fill = self.base + drop, self.fill - drop
 
     def finish(self) -> Iterable[tuple[int, np.ndarray]]:
-        if self.count == 0 and self.base + len(self.buf) > 0:  # shorter than one window
-            yield 0, _fit(self.buf)
+        if self.count == 0 and self.fill > 0:  # shorter than one window (base is still 0)
+            yield 0, self.buf[: min(self.fill, CHUNK_SAMPLES)]
 
 
 def spot_stream(
@@ -128,31 +155,27 @@ def spot_stream(
     """:func:`spot` over audio arriving in pieces (float32 ``(n,)`` at 16 kHz, e.g. read from a long
     file block by block); memory stays bounded by one piece plus one batch of windows."""
     win, step = check_options(window, hop, threshold, mode)
-    cutter = _Windows(win, step)
+    cutter = Windows(win, step)
     found: list[Detection] = []
     starts: list[int] = []
-    batch: list[np.ndarray] = []
+    batch = np.zeros((max(1, batch_size), CHUNK_SAMPLES), np.float32)
 
     def run():
-        probs = softmax(embedder.keyword_logits(np.stack(batch)))
-        for s, p in zip(starts, probs):
-            k = int(np.argmax(p))
-            if p[k] > threshold:
-                found.append(Detection(KEYWORDS[k], k, float(p[k]), s / SAMPLE_RATE, (s + win) / SAMPLE_RATE))
+        probs = softmax(embedder.keyword_logits(batch[: len(starts)]))
+        found.extend(d for s, p in zip(starts, probs) if (d := decide(s, p, win, threshold)) is not None)
         starts.clear()
-        batch.clear()
 
     def take(windows):
         for s, w in windows:
+            put(batch[len(starts)], w)
             starts.append(s)
-            batch.append(w)
-            if len(batch) >= batch_size:
+            if len(starts) == len(batch):
                 run()
 
     for piece in pieces:
         take(cutter.feed(piece))
     take(cutter.finish())
-    if batch:
+    if starts:
         run()
     return aggregate(found, mode)
 

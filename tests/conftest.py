@@ -108,3 +108,13 @@ def max_abs(a, b) -> float:
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     assert a.shape == b.shape, f"shape {a.shape} != {b.shape}"
     return float(np.abs(a - b).max()) if a.size else 0.0
+
+
+def keyword_sentence(words: list[str], gap: int = 8000) -> np.ndarray:
+    """The keyword clips of one voice, each followed by ``gap`` samples of silence: float32 16 kHz."""
+    from kwmlp.apps import audio
+
+    files = [KEYWORDS_DIR / f"{w}__en-gb-x-rp_f1.wav" for w in words]
+    if not all(f.is_file() for f in files):
+        pytest.skip(f"keyword clips not found in {KEYWORDS_DIR}")
+    return np.concatenate([np.concatenate([audio.load(f), np.zeros(gap, np.float32)]) for f in files])

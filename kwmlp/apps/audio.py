@@ -15,10 +15,9 @@ from typing import Iterator
 
 import numpy as np
 
-from kwmlp.dims import SAMPLE_RATE
+from kwmlp.dims import RESAMPLE_QUALITY, SAMPLE_RATE
 from kwmlp.errors import KwmlpError
 
-QUALITY = "HQ"  # soxr's high-quality filter
 BLOCK_SECONDS = 60.0  # default read block, in seconds of input audio
 
 # File name endings tried when a folder is searched; files named explicitly are always tried.
@@ -106,7 +105,7 @@ def read_blocks(path: str | os.PathLike, block_seconds: float = BLOCK_SECONDS) -
     with _open(path) as f:
         rate = f.samplerate
         stream = None if rate == SAMPLE_RATE else _soxr().ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32",
-                                                                       quality=QUALITY)
+                                                                       quality=RESAMPLE_QUALITY)
         block = max(1, int(block_seconds * rate))
         total = 0
         try:
@@ -141,7 +140,7 @@ def load(path: str | os.PathLike) -> np.ndarray:
         raise KwmlpError(f"{path}: the file has no audio samples")
     mono = _mono(x, path)
     if rate != SAMPLE_RATE:
-        mono = _soxr().resample(mono, rate, SAMPLE_RATE, quality=QUALITY)
+        mono = _soxr().resample(mono, rate, SAMPLE_RATE, quality=RESAMPLE_QUALITY)
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 

@@ -1,0 +1,200 @@
+"""Live audio: LiveSpotter equals offline spot(mode="multi") on the same audio, its detector options,
+off-thread work, and LiveEmbeddings equal to embedding the whole clip."""
+
+import queue
+import threading
+
+import numpy as np
+import pytest
+import soxr
+
+from conftest import keyword_sentence, max_abs
+from kwmlp.errors import KwmlpError
+from kwmlp.runtime import KEYWORDS, Embedder, LiveEmbeddings, LiveSpotter, spot
+
+WORDS = ["yes", "stop", "seven", "left", "no", "go"]
+RAW = dict(smooth=1, trigger_level=1, refractory=0)
+
+
+@pytest.fixture(scope="module")
+def embedder(exported):
+    return Embedder(exported(), threads=1)
+
+
+@pytest.fixture(scope="module")
+def speech():
+    return keyword_sentence(WORDS)
+
+
+def feed_in_pieces(spotter, x, seed=0):
+    """Blocks of random sizes, single samples among them, then close()."""
+    rng, out, i = np.random.default_rng(seed), [], 0
+    while i < len(x):
+        n = 1 if rng.random() < 0.2 else int(rng.integers(2, 6000))
+        out += spotter.feed(x[i : i + n])
+        i += n
+    return out + spotter.close()
+
+
+def assert_same(got, want, atol=1e-5):
+    assert [(d.label, d.start_s, d.end_s) for d in got] == [(d.label, d.start_s, d.end_s) for d in want]
+    assert all(abs(a.confidence - b.confidence) <= atol for a, b in zip(got, want))
+
+
+@pytest.mark.parametrize("window,hop", [(1.0, 0.1), (0.8, 0.08), (1.3, 0.25)])
+def test_raw_detector_equals_spot_multi(embedder, speech, window, hop):
+    want = spot(embedder, speech, window, hop, 0.5, "multi")
+    got = feed_in_pieces(LiveSpotter(embedder, window, hop, 0.5, **RAW), speech)
+    assert len(want) >= len(WORDS)  # the words are found, so the comparison means something
+    assert_same(got, want)
+
+
+def test_int16_and_other_rates_and_channels(embedder, speech):
+    pcm = np.round(speech * 20000).astype(np.int16)
+    want = spot(embedder, pcm / np.float32(32768), 1.0, 0.1, 0.5, "multi")
+    assert_same(feed_in_pieces(LiveSpotter(embedder, threshold=0.5, **RAW), pcm, seed=1), want)
+    loud = soxr.resample(speech, 16000, 48000, quality="HQ")
+    stereo = np.stack([loud * 0.5, loud * 1.5], axis=1).astype(np.float32)  # mean = loud
+    want = spot(embedder, soxr.resample(loud, 48000, 16000, quality="HQ"), 1.0, 0.1, 0.5, "multi")
+    got = feed_in_pieces(LiveSpotter(embedder, threshold=0.5, rate=48000, channels=2, **RAW), stereo, seed=2)
+    assert_same(got, want)
+
+
+def test_short_stream_gets_one_padded_window(embedder, speech):
+    x = speech[:9000]
+    assert_same(feed_in_pieces(LiveSpotter(embedder, threshold=0.0, **RAW), x), spot(embedder, x, threshold=0.0))
+
+
+class ScriptedLogits:
+    """An embedder whose windows get prescribed winners (one label per call), to test the detector."""
+
+    def __init__(self, labels, p=0.9):
+        self.logits = []
+        for label in labels:
+            row = np.full(len(KEYWORDS), -10.0, np.float32)
+            if label is not None:
+                row[KEYWORDS.index(label)] = np.log(p / (1 - p)) + np.log(len(KEYWORDS) - 1) - 10.0
+            self.logits.append(row)
+        self.calls = 0
+
+    def keyword_logits(self, windows):
+        self.calls += 1
+        return self.logits[self.calls - 1][None]
+
+
+def detect(labels, **options):
+    fake = ScriptedLogits(labels)
+    spotter = LiveSpotter(fake, window=0.1, hop=0.1, threshold=0.5, **options)
+    found = spotter.feed(np.zeros(1600 * len(labels), np.float32)) + spotter.close()
+    assert fake.calls == len(labels)
+    return [(d.label, round(d.start_s, 1)) for d in found]
+
+
+def test_detector_options():
+    words = ["yes", "yes", "yes", None, "no", "yes", "yes", None, None, "yes"]
+    assert detect(words, **RAW) == [("yes", 0.0), ("yes", 0.1), ("yes", 0.2), ("no", 0.4), ("yes", 0.5),
+                                     ("yes", 0.6), ("yes", 0.9)]
+    assert detect(words, smooth=1, trigger_level=2, refractory=0) == [("yes", 0.1), ("yes", 0.2), ("yes", 0.6)]
+    assert detect(words, smooth=1, trigger_level=1, refractory=0.35) == [("yes", 0.0), ("no", 0.4), ("yes", 0.5),
+                                                                       ("yes", 0.9)]
+    assert detect(words, smooth=1, trigger_level=1, refractory=0, keywords=["no"]) == [("no", 0.4)]
+    # smoothing over 3: one lone window of a label is averaged away (0.9 / 3 < 0.5)
+    assert detect([None, "yes", None, None, "no", "no"], smooth=3, trigger_level=1, refractory=0) == [("no", 0.5)]
+
+
+def test_callback_runs_off_the_callers_thread_with_many_streams_on_one_embedder(embedder, speech):
+    want = spot(embedder, speech, 1.0, 0.1, 0.5, "multi")
+    results, threads = [], []
+
+    def stream(seed):
+        q, where = queue.Queue(), set()
+
+        def collect(d):
+            where.add(threading.current_thread().name)
+            q.put(d)
+
+        spotter = LiveSpotter(embedder, threshold=0.5, callback=collect, **RAW)
+        assert feed_in_pieces(spotter, speech, seed) == []
+        results.append((list(q.queue), where))
+
+    for seed in range(3):
+        threads.append(threading.Thread(target=stream, args=(seed,)))
+        threads[-1].start()
+    for t in threads:
+        t.join()
+    assert len(results) == 3
+    for got, where in results:
+        assert_same(got, want)
+        assert where == {"kwmlp-live"}
+
+
+@pytest.mark.parametrize("block", [1280, 16000 * 3 + 7])
+def test_live_embeddings_equal_embed(embedder, speech, block):
+    x = speech[: 16000 * 4 + 555]
+    live = LiveEmbeddings(embedder)
+    frames, times, arrived = [], [], []
+    for i in range(0, len(x), block):
+        f, t = live.feed(x[i : i + block])
+        frames.append(f)
+        times.append(t)
+        arrived += [min(i + block, len(x))] * len(t)
+    end = live.close()
+    whole = embedder.embed(x)
+    assert max_abs(np.concatenate(frames + [end.timestamp_embeddings]), whole.timestamp_embeddings) <= 1e-5
+    np.testing.assert_array_equal(np.concatenate(times + [end.timestamps]), whole.timestamps)
+    assert max_abs(end.scene_embeddings, whole.scene_embeddings) <= 1e-5
+    # frames come out while the stream runs: at most a second and a bit after their own time
+    assert len(arrived) > len(whole.timestamps) // 2
+    assert all(a / 16 - t <= 2000 + block / 16 for a, t in zip(arrived, np.concatenate(times)))
+
+
+@pytest.mark.parametrize("block,match", [
+    (np.array([0.0, np.nan], np.float32), "NaN or Inf"),
+    (np.zeros(10, np.int32), "float32 or int16"),
+    (np.zeros((10, 3), np.float32), r"shape \(samples,\) or \(samples, 1\)"),
+    (["loud", "quiet"], "floating point"),
+])
+def test_bad_blocks(block, match):
+    spotter = LiveSpotter(ScriptedLogits([]))
+    with pytest.raises(KwmlpError, match=match):
+        spotter.feed(block)
+
+
+@pytest.mark.parametrize("options,match", [
+    (dict(smooth=0), "smooth and trigger_level"), (dict(refractory=-1), "refractory"),
+    (dict(keywords=["yes", "hello"]), "unknown keyword"), (dict(hop=0), "positive"), (dict(rate=0), "rate"),
+])
+def test_bad_options(options, match):
+    with pytest.raises(KwmlpError, match=match):
+        LiveSpotter(ScriptedLogits([]), **options)
+
+
+def test_accuracy_scoring():
+    from kwmlp.benchmarks.live_accuracy import score
+    from kwmlp.runtime import Detection
+
+    truth = [("yes", 1.0, 1.5), ("no", 3.0, 3.4)]
+    found = [Detection("yes", 33, 0.9, 0.6, 1.6), Detection("yes", 33, 0.9, 0.7, 1.7),  # one occurrence, twice
+             Detection("no", 18, 0.9, 0.6, 1.6),  # the wrong label there
+             Detection("no", 18, 0.9, 3.4, 4.4)]  # touches the end only: no overlap
+    assert score(found, truth) == (1, 2)
+
+
+def test_a_reused_buffer_is_copied_before_it_waits(embedder, speech):
+    """A sound card reuses its buffer; queued blocks and LiveEmbeddings' pending samples must not change."""
+    want = spot(embedder, speech, 1.0, 0.1, 0.5, "multi")
+    found, buf = [], np.zeros(1280, np.float32)
+    spotter = LiveSpotter(embedder, threshold=0.5, callback=found.append, **RAW)
+    live, whole = LiveEmbeddings(embedder), embedder.embed(speech[: 16000 * 3])
+    frames = []
+    for i in range(0, len(speech), len(buf)):
+        n = len(speech[i : i + len(buf)])
+        buf[:n] = speech[i : i + n]
+        spotter.feed(buf[:n])
+        if i < 16000 * 3:
+            frames.append(live.feed(buf[: min(n, 16000 * 3 - i)])[0])
+        buf[:] = 9.0  # the card writes the next block into the same memory
+    spotter.close()
+    assert_same(found, want)
+    frames.append(live.close().timestamp_embeddings)
+    assert max_abs(np.concatenate(frames), whole.timestamp_embeddings) <= 1e-5
