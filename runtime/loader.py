@@ -26,7 +26,7 @@ from kwmlp.runtime.runner import Runner
 
 log = logging.getLogger("kwmlp")
 
-BACKENDS = ("auto", "tensorrt", "onnxruntime", "onnxruntime-trt", "onnxruntime-cuda", "onnxruntime-cpu")
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "onnxruntime-trt", "onnxruntime-cuda", "onnxruntime-cpu", "openvino")
 DEVICES = ("auto", "cpu", "cuda")
 _GPU_ORT = ("onnxruntime-trt", "onnxruntime-cuda")
 
@@ -74,6 +74,13 @@ def _open_ort(onnx_path: str, backend: str, threads: int | None, forced: bool) -
                                                       threads=threads), onnx_path)
 
 
+def _open_openvino(onnx_path: str, threads: int | None) -> Opened:
+    from kwmlp.runtime.openvino_backend import OvRunner
+
+    return Opened(OvRunner(onnx_path, threads=threads),
+                  lambda info: OvRunner(keywords_model_path(onnx_path, info), threads=threads), onnx_path)
+
+
 def _check_choice(backend: str, device: str) -> tuple[str, str]:
     if backend == "cpu":  # accepted as a synonym: the user wants ONNX Runtime on the CPU
         backend, device = "onnxruntime-cpu", "cpu"
@@ -83,8 +90,8 @@ def _check_choice(backend: str, device: str) -> tuple[str, str]:
         raise KwmlpError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
     if device == "cpu" and backend in ("tensorrt",) + _GPU_ORT:
         raise KwmlpError(f"backend {backend} runs on a GPU, not with device='cpu'")
-    if device == "cuda" and backend == "onnxruntime-cpu":
-        raise KwmlpError("backend onnxruntime-cpu runs on the CPU, not with device='cuda'")
+    if device == "cuda" and backend in ("onnxruntime-cpu", "openvino"):
+        raise KwmlpError(f"backend {backend} runs on the CPU, not with device='cuda'")
     return backend, device
 
 
@@ -153,6 +160,8 @@ def open_model(path: str, backend: str = "auto", device: str = "auto", threads: 
     why = _Reasons()
     onnx_path, engine = _locate(path, backend, device, why)
     opened = _try_engine(engine, onnx_path, backend, cuda_graph, why) if engine else None
+    if opened is None and backend == "openvino":
+        opened = _open_openvino(onnx_path, threads)
     if opened is None and backend not in ("auto", "onnxruntime", "tensorrt"):
         opened = _open_ort(onnx_path, backend, threads, forced=True)
     if opened is None:
