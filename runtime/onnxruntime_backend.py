@@ -8,6 +8,7 @@ import os
 import numpy as np
 
 from kwmlp.artifact import import_onnxruntime, open_onnx
+from kwmlp.errors import KwmlpError
 from kwmlp.runtime.runner import Runner
 
 log = logging.getLogger("kwmlp")
@@ -76,19 +77,19 @@ def available_providers() -> list[str]:
 
 
 def trt_cache_dir() -> str:
-    """ORT's TensorRT engine and timing caches, keyed like ``kwmlp build``'s: GPU and TensorRT version.
+    """ORT's TensorRT engine and timing caches, one folder per TensorRT version; ORT names its
+    cache files by the GPU's compute capability itself (``..._sm87.engine``).
 
-    Called only when ORT offers the TensorRT provider, i.e. on a GPU machine with TensorRT.
+    The version comes from package metadata: importing the pip ``tensorrt`` here would preload its
+    CUDA libraries into the process where onnxruntime-gpu loads its own, and needs no GPU bindings.
     """
-    from kwmlp import cuda
-    from kwmlp.artifact.sidecar import this_device, timing_cache_path
+    from kwmlp import trt
+    from kwmlp.artifact.sidecar import tensorrt_cache_dir
 
-    import tensorrt as trt
-
-    api = cuda.load()
-    with api.context():
-        device = this_device(trt, api)
-    path = os.path.splitext(timing_cache_path(device))[0] + ".ort"
+    version = trt.installed_version()
+    if version is None:
+        raise KwmlpError(f"TensorrtExecutionProvider needs TensorRT, which is not installed; {trt.INSTALL_HINT}")
+    path = os.path.join(tensorrt_cache_dir(), f"ort-trt{version}")
     os.makedirs(path, exist_ok=True)
     return path
 

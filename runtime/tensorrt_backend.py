@@ -39,6 +39,37 @@ def _tensorrt():
         raise EngineMismatch(str(e)) from None
 
 
+def _check_here(path: str) -> tuple[EngineInfo, object, object]:
+    """(sidecar record, tensorrt, CUDA API) for an engine that can run here; EngineMismatch otherwise."""
+    try:
+        info = read_sidecar(path)
+    except KwmlpError as e:
+        raise EngineMismatch(str(e)) from None
+    trt = _tensorrt()
+    from kwmlp import cuda as cuda_api
+
+    try:
+        cuda = cuda_api.load()
+    except KwmlpError as e:
+        raise EngineMismatch(str(e)) from None
+    with cuda.context():
+        here = this_device(trt, cuda)
+    reason = mismatch(info.device, here)
+    if reason:
+        raise EngineMismatch(f"{path} cannot run here: {reason}")
+    return info, trt, cuda
+
+
+def engine_problem(path: str) -> str | None:
+    """Why the engine at ``path`` cannot run here (no TensorRT, no GPU, built for another GPU or
+    TensorRT version), or None when it matches; no engine is deserialized."""
+    try:
+        _check_here(path)
+    except EngineMismatch as e:
+        return str(e)
+    return None
+
+
 class _Buffer:
     """A device buffer and its pinned host twin, grown on demand."""
 
@@ -175,22 +206,7 @@ class TrtRunner(Runner):
 
     def __init__(self, path: str, cuda_graph: bool = False):
         self.path = path
-        try:
-            self.info: EngineInfo = read_sidecar(path)
-        except KwmlpError as e:
-            raise EngineMismatch(str(e)) from None
-        trt = _tensorrt()
-        from kwmlp import cuda as cuda_api
-
-        try:
-            self.cuda = cuda_api.load()
-        except KwmlpError as e:
-            raise EngineMismatch(str(e)) from None
-        with self.cuda.context():
-            here = this_device(trt, self.cuda)
-        reason = mismatch(self.info.device, here)
-        if reason:
-            raise EngineMismatch(f"{path} cannot run here: {reason}")
+        self.info, trt, self.cuda = _check_here(path)
         self.trt, self.cuda_graph = trt, cuda_graph
         self._runtime = trt.Runtime(trt_logger(trt))  # outlives every engine deserialized from it
         with open(path, "rb") as f:

@@ -14,8 +14,10 @@ def test_blocks_equal_whole(random_exported, scene, length):
     from kwmlp.runtime import Embedder
 
     audio = np.random.default_rng(length).uniform(-0.5, 0.5, (2, length)).astype(np.float32)
-    whole = Embedder(random_exported(scene=scene)).embed(audio)
-    blocked = Embedder(random_exported(scene=scene), block_seconds=1).embed(audio)
+    # ONNX Runtime: its CPU kernels give the same sums at every shape, so 1e-5 tests the block
+    # logic alone (OpenVINO's differ by ~3e-5 between shapes: test_openvino.py)
+    whole = Embedder(random_exported(scene=scene), backend="onnxruntime-cpu").embed(audio)
+    blocked = Embedder(random_exported(scene=scene), backend="onnxruntime-cpu", block_seconds=1).embed(audio)
     assert blocked.timestamp_embeddings.shape == whole.timestamp_embeddings.shape
     assert max_abs(blocked.timestamp_embeddings, whole.timestamp_embeddings) <= 1e-5
     np.testing.assert_array_equal(blocked.timestamps, whole.timestamps)

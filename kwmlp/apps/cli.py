@@ -15,7 +15,7 @@ import kwmlp
 from kwmlp.errors import KwmlpError
 
 # module names under kwmlp.apps.commands; each defines add_parser(subparsers) -> parser with a `run`
-COMMANDS = ("export", "build", "info", "embed", "classify", "spot", "download", "bench", "triton-repo")
+COMMANDS = ("export", "build", "info", "embed", "classify", "spot", "download", "bench", "triton-repo", "doctor")
 
 
 def build_parser() -> argparse.ArgumentParser:

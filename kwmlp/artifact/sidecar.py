@@ -150,9 +150,14 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower()
 
 
+def tensorrt_cache_dir() -> str:
+    """Where TensorRT timing caches (and ONNX Runtime's TensorRT caches) go: ~/.cache/kwmlp/tensorrt."""
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(root, "kwmlp", "tensorrt")
+
+
 def timing_cache_path(device: Device, directory: str | None = None) -> str:
     """Timing caches are specific to the GPU and the TensorRT version: one file per pair."""
-    directory = directory or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "kwmlp", "tensorrt")
+    directory = directory or tensorrt_cache_dir()
     name = f"{_slug(device.gpu_name)}-sm{device.compute_capability}-trt{device.trt_version}.timing-cache"
     return os.path.join(directory, name)
