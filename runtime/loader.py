@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from kwmlp.artifact import (
-    ModelInfo, engine_beside, engine_keywords_path, is_engine, keywords_model_path, onnx_behind, read_model_info,
+    EMBEDDING_INPUT, KEYWORD_INPUT, ModelInfo, engine_beside, engine_keywords_path, is_engine, keywords_model_path, onnx_behind, read_model_info,
     require_file,
 )
 from kwmlp.errors import KwmlpError
@@ -67,13 +67,12 @@ def _open_ort(onnx_path: str, backend: str, threads: int | None, forced: bool) -
         if wanted not in available:
             raise KwmlpError(f"backend {backend} needs onnxruntime-gpu with {wanted}; this onnxruntime offers "
                              f"{', '.join(available)} (see README: Deploy on a GPU or a Jetson)")
-    providers = ortb.providers_for(backend)
-    runner = ortb.OrtRunner(onnx_path, providers=providers, threads=threads)
+    runner = ortb.OrtRunner(onnx_path, providers=ortb.providers_for(backend, EMBEDDING_INPUT), threads=threads)
     if forced and runner.backend != backend:
         raise KwmlpError(f"backend {backend} was asked for but ONNX Runtime could only start {runner.backend} "
                          f"(providers {runner.providers})")
-    return Opened(runner, lambda info: ortb.OrtRunner(keywords_model_path(onnx_path, info), providers=providers,
-                                                      threads=threads), onnx_path)
+    return Opened(runner, lambda info: ortb.OrtRunner(keywords_model_path(onnx_path, info), threads=threads,
+                                                      providers=ortb.providers_for(backend, KEYWORD_INPUT)), onnx_path)
 
 
 def _open_openvino(onnx_path: str, threads: int | None) -> Opened:

@@ -104,11 +104,12 @@ def test_cuda_provider_runs_fp32_without_tf32(monkeypatch, caplog):
     from kwmlp.runtime.onnxruntime_backend import cuda_options
 
     # TF32 would round FP32 products to 10-bit mantissas on Ampere+: off where ORT has the switch
-    assert cuda_options("1.32.0") == {"device_id": 0, "use_tf32": 0}
+    # HEURISTIC: EXHAUSTIVE would benchmark every convolution algorithm on each new shape's first call
+    assert cuda_options("1.32.0") == {"device_id": 0, "cudnn_conv_algo_search": "HEURISTIC", "use_tf32": 0}
     assert cuda_options("1.18.1+cu118")["use_tf32"] == 0
     monkeypatch.delenv("NVIDIA_TF32_OVERRIDE", raising=False)
     with caplog.at_level(logging.WARNING, logger="kwmlp"):
-        assert cuda_options("1.17.3") == {"device_id": 0}  # 1.17 rejects unknown options
+        assert cuda_options("1.17.3") == {"device_id": 0, "cudnn_conv_algo_search": "HEURISTIC"}  # no use_tf32 in 1.17
     assert "NVIDIA_TF32_OVERRIDE=0" in caplog.text
 
 
