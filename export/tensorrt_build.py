@@ -131,11 +131,12 @@ def _add_profiles(builder, network, config, profiles: tuple[Profile, ...]) -> No
 def build_engine(
     onnx_path: str, engine_path: str, profiles: tuple[Profile, ...], *, precision: str, export: dict,
     workspace_mib: int = 1024, network: str = "auto", timing_cache_dir: str | None = None,
-    keywords_engine: str = "", trt=None, cuda=None,
+    keywords_engine: str = "", trt=None, cuda=None, optimization_level: int | None = None,
 ) -> EngineInfo:
     """Build ``onnx_path`` into ``engine_path`` and write its sidecar; both atomically.
 
-    ``precision`` is the ONNX's (``"fp16"``/``"fp32"``), ``export`` its kwmlp metadata. ``trt`` and
+    ``precision`` is the ONNX's (``"fp16"``/``"fp32"``), ``export`` its kwmlp metadata;
+    ``optimization_level`` TensorRT's builder optimization level (0-5, default 3). ``trt`` and
     ``cuda`` default to the installed TensorRT and CUDA API (:func:`kwmlp.cuda.load`).
     """
     if trt is None:
@@ -152,6 +153,8 @@ def build_engine(
     _parse(trt, logger, net, onnx_path)
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
+    if optimization_level is not None:  # TensorRT's default is 3; 0-1 build in a fraction of the time
+        config.builder_optimization_level = optimization_level
     if hasattr(trt.BuilderFlag, "TF32"):
         # TF32 is on by default and rounds FP32 inner products to 10-bit mantissas on Ampere and
         # later: the FP32 islands (the STFT convolution, the mel matrix) must really be FP32

@@ -174,7 +174,8 @@ def fake_tensorrt(strongly_typed: bool = True, fp16_flag: bool = True, plan: byt
             return Network()
 
         def create_builder_config(self):
-            return Config()
+            calls["config"] = Config()
+            return calls["config"]
 
         def create_optimization_profile(self):
             return Profile()
@@ -230,6 +231,7 @@ def test_build_strongly_typed(onnx_file, tmp_path):
     assert calls["network_flags"] == 1 << 5 and calls["flags"] == []  # no FP16 flag on a strongly typed network
     assert calls["cleared"] == ["TF32"]  # FP32 layers stay FP32, not TF32
     assert calls["workspace"] == 512 << 20
+    assert not hasattr(calls["config"], "builder_optimization_level")  # TensorRT's default unless asked
     assert [set(p) for p in calls["profiles"]] == [{"audio"}] * 3  # every input in every profile
     assert calls["profiles"][2]["audio"] == ((1, 1), (1, 960000), (1, 9600000))
     assert (tmp_path / "out" / "m.engine").read_bytes() == b"PLAN"
@@ -238,6 +240,8 @@ def test_build_strongly_typed(onnx_file, tmp_path):
     assert (tmp_path / "cache" / "orin-sm8.7-trt10.3.0.timing-cache").read_bytes() == b"CACHE"
     _build(onnx_file, tmp_path, trt)
     assert calls["cache_in"] == b"CACHE"  # the second build starts from the cache on disk
+    _build(onnx_file, tmp_path, trt, optimization_level=1)
+    assert calls["config"].builder_optimization_level == 1
 
 
 @pytest.mark.parametrize("accepts,saved", [
