@@ -1,8 +1,8 @@
 """Which backend runs a model, stated once.
 
 ``auto``: a TensorRT engine that loads on this GPU (the ``.engine`` given, or ``MODEL.engine``
-beside ``MODEL.onnx``) -> ONNX Runtime's TensorRT provider -> its CUDA provider -> its CPU
-provider. The one info log line names what runs, with the reason for each step down that
+beside ``MODEL.onnx``) -> ONNX Runtime's TensorRT provider -> its CUDA provider -> the CPU, where
+:func:`cpu_choice` picks OpenVINO or ONNX Runtime's CPU provider. The one info log line names what runs, with the reason for each step down that
 failed; steps with nothing to try (no GPU provider in this onnxruntime) go to the debug log. A forced backend
 that cannot run raises :class:`~kwmlp.errors.KwmlpError` instead of falling back. Nothing here
 imports TensorRT or CUDA bindings unless an engine file exists or ONNX Runtime offers a GPU

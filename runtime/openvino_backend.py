@@ -114,4 +114,6 @@ def _metadata(model) -> dict[str, str]:
     info = model.get_rt_info()
     if "framework" not in info:
         return {}
-    return {k: v.astype(str) for k, v in info["framework"].items()}
+    framework = info["framework"]  # a dict of OVAny values; an OVAny holding one in some versions
+    items = framework.items() if isinstance(framework, dict) else framework.astype(dict).items()
+    return {k: v.astype(str) if hasattr(v, "astype") else str(v) for k, v in items}
