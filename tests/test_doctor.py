@@ -28,8 +28,11 @@ def test_doctor_json(capsys):
     assert d["cpu"]["cores"] >= 1 and "CPUExecutionProvider" in d["onnxruntime"]["providers"]
 
 
-def test_doctor_names_why_an_engine_does_not_run(capsys, random_exported, tmp_path):
+def test_doctor_names_why_an_engine_does_not_run(capsys, random_exported, tmp_path, monkeypatch):
     import shutil
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # as on a machine without TensorRT, GPU or not
 
     from test_backends import _fake_engine
 
