@@ -35,9 +35,10 @@ class OrtRunner(Runner):
     """One ONNX Runtime session over an exported model; ``run`` is thread-safe.
 
     ``providers`` defaults to the CPU provider. ONNX Runtime falls back silently, and
-    ``get_providers()`` lists what was registered, not where nodes run: on ONNX Runtime >= 1.20
-    the session records how many nodes each provider took (``node_counts``), ``backend`` names the
-    first provider that took any, and a GPU provider that took none is warned about. Under the
+    ``get_providers()`` lists what was registered, not where nodes run: where ONNX Runtime offers
+    ``get_provider_graph_assignment_info`` (1.24 and later) the session records how many nodes
+    each provider took (``node_counts``), ``backend`` names the first provider that took any, and
+    a GPU provider that took none is warned about. Under the
     TensorRT provider the engine is built here, not in the first ``run()``, with the profiles of
     ``kwmlp build``; calls outside them run in pieces.
     """
@@ -101,7 +102,7 @@ def _name(provider) -> str:
 
 
 def node_counts(session) -> dict[str, int]:
-    """{provider: nodes it took} as the session recorded them (ONNX Runtime >= 1.20 with
+    """{provider: nodes it took} as the session recorded them (ONNX Runtime >= 1.24 with
     ``session.record_ep_graph_assignment_info``); {} where this onnxruntime cannot say."""
     if not hasattr(session, "get_provider_graph_assignment_info"):
         return {}
@@ -115,7 +116,7 @@ def _announce_nodes(path: str, wanted: str, counts: dict[str, int]) -> None:
     name = os.path.basename(path)
     if not counts:
         log.info("kwmlp: %s: this onnxruntime does not report which provider runs which node "
-                 "(ONNX Runtime >= 1.20 does); the backend named is the first registered provider", name)
+                 "(ONNX Runtime >= 1.24 does); the backend named is the first registered provider", name)
         return
     log.info("kwmlp: %s: nodes per provider: %s", name, ", ".join(f"{p} {n}" for p, n in counts.items()))
     if not counts.get(wanted):
