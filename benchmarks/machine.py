@@ -6,18 +6,8 @@ import os
 import platform
 import shutil
 import subprocess
-from importlib import metadata
 
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from kwmlp.host import cpu_isa, cpu_model, dist_version
 
 
 def _gpu() -> str:
@@ -27,19 +17,14 @@ def _gpu() -> str:
     return r.stdout.strip().replace("\n", "; ") or "none"
 
 
-def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
-
-
 def describe() -> dict:
     from kwmlp.runtime.onnxruntime_backend import physical_cores
 
-    versions = {d: _version(d) for d in ("kwmlp-rt", "numpy", "onnxruntime", "onnxruntime-gpu", "torch", "tensorrt")}
+    versions = {d: dist_version(d) for d in (
+        "kwmlp-rt", "numpy", "onnxruntime", "onnxruntime-gpu", "openvino", "torch", "tensorrt", "cuda-python")}
     return {
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
+        "isa": cpu_isa(),
         "cores": physical_cores(),
         "logical_cpus": os.cpu_count(),
         "gpu": _gpu(),

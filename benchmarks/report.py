@@ -18,6 +18,10 @@ def _fmt_err(e) -> str:
     return "-" if e is None else (e if isinstance(e, str) else f"{e:.1e}")
 
 
+def _fmt_mb(mb) -> str:
+    return "-" if mb is None else f"{mb:.0f}"
+
+
 def markdown(results: dict) -> str:
     m = results["machine"]
     ref = {_label(r): r for r in results["results"] if r["backend"] == REFERENCE}
@@ -28,8 +32,8 @@ def markdown(results: dict) -> str:
         f"- load average at start {m['load_average'][0]:.2f}, at end {m['load_average_end'][0]:.2f}"
         if m.get("load_average") else "- load average: unknown", "",
         "| backend | precision | workload | x realtime | vs reference | p50 ms | p90 ms | p99 ms | p50 vs reference "
-        "| peak RSS MB | max abs err | runs |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| peak RSS MB | device MB | max abs err | runs |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results["results"]:
         base = ref.get(_label(r))
@@ -38,7 +42,7 @@ def markdown(results: dict) -> str:
         q = r["latency_ms"]
         lines.append(f"| {r['backend']} | {r['precision']} | {_label(r)} | {r['throughput_x_realtime']:.1f} | {speed} "
                      f"| {q['p50']:.2f} | {q['p90']:.2f} | {q['p99']:.2f} | {lat} | {r['peak_rss_mb']:.0f} "
-                     f"| {_fmt_err(r['max_abs_err'])} | {r['repeats']} |")
+                     f"| {_fmt_mb(r.get('device_memory_mb'))} | {_fmt_err(r['max_abs_err'])} | {r['repeats']} |")
     for s in results.get("skipped", []):
         lines.append(f"\nskipped {s['backend']}: {s['reason']}")
     for f in results.get("failed", []):

@@ -33,6 +33,8 @@ class Settings:
     threads: int = 0  # 0: physical cores
     model: str | None = None  # an existing export instead of exporting the checkpoint
     rounds: int = 1  # sweeps over all backends and workloads, in turn
+    engine: str | None = None  # a prebuilt engine for the tensorrt rows instead of building one
+    cuda_graph: bool = False  # add the tensorrt-cuda-graph row
 
     @property
     def timing(self) -> dict:
@@ -72,10 +74,40 @@ def model_precision(model: str) -> str:
         return "unknown"
 
 
+def _engine(settings: Settings, runnable: list[str]) -> tuple[str | None, str | None]:
+    """(the engine the tensorrt rows run, why there is none): ``--engine``, or one ``kwmlp build``
+    makes from an fp16 export of the checkpoint (in its own process, as a user runs it)."""
+    if not set(runnable) & set(targets.ENGINE_BACKENDS):
+        return None, None
+    if settings.engine:
+        return settings.engine, None
+    from kwmlp.export import ExportOptions, export_checkpoint
+
+    fp16 = os.path.join(settings.output, "models", "kwmlp-fp16.onnx")
+    os.makedirs(os.path.dirname(fp16), exist_ok=True)
+    export_checkpoint(settings.checkpoint, fp16, ExportOptions(precision="fp16"))
+    engine = os.path.splitext(fp16)[0] + ".engine"
+    log.info("building %s with kwmlp build (minutes on a first run; the timing cache makes it faster after)", engine)
+    r = subprocess.run([sys.executable, "-m", "kwmlp", "build", fp16, "-o", engine], capture_output=True, text=True)
+    if r.returncode != 0:
+        return None, "kwmlp build failed: " + (r.stderr.strip().splitlines() or [f"exit code {r.returncode}"])[-1]
+    return engine, None
+
+
+def _precision(backend: str, export_precision: str, engine: str | None) -> str:
+    if backend in targets.FIXED_PRECISION:
+        return targets.FIXED_PRECISION[backend]
+    if backend in targets.ENGINE_BACKENDS and engine:
+        from kwmlp.artifact.sidecar import read_sidecar
+
+        return read_sidecar(engine).precision
+    return export_precision
+
+
 def _row(backend: str, w: Workload, m: dict, precision: str) -> dict:
     lat = np.asarray(m["latencies_s"]) * 1e3
     return {
-        "backend": backend, "precision": "fp32" if backend in targets.TORCH_BACKENDS else precision,
+        "backend": backend, "precision": precision, "device_memory_mb": m.get("device_memory_mb"),
         "batch": w.batch, "seconds": w.seconds,
         "throughput_x_realtime": w.audio_seconds / (float(np.median(lat)) / 1e3),
         "latency_ms": {f"p{q}": float(np.percentile(lat, q)) for q in (50, 90, 99)},
@@ -92,12 +124,14 @@ def _scaling_timing(w: Workload) -> dict:
 def _merge(runs: list[dict]) -> dict:
     errors = [m["max_abs_err"] for m in runs]
     bad = [e for e in errors if isinstance(e, str)]
+    device = [m["device_memory_mb"] for m in runs if m.get("device_memory_mb") is not None]
     return {"latencies_s": [t for m in runs for t in m["latencies_s"]],
-            "peak_rss_mb": max(m["peak_rss_mb"] for m in runs),
+            "peak_rss_mb": max(m["peak_rss_mb"] for m in runs), "device_memory_mb": max(device, default=None),
             "max_abs_err": bad[0] if bad else (None if None in errors else max(errors))}
 
 
-def _run_grid(settings: Settings, model: str, precision: str, runnable: list[str], workloads, refdir: str | None):
+def _run_grid(settings: Settings, paths: targets.Paths, precision: dict[str, str], runnable: list[str], workloads,
+              refdir: str | None):
     """Every backend on every workload, ``settings.rounds`` times in turn: on a shared machine a burst
     of load then hits all backends alike, and the percentiles are over the calls of all rounds."""
     runs: dict[tuple[str, Workload], list[dict]] = {}
@@ -107,8 +141,9 @@ def _run_grid(settings: Settings, model: str, precision: str, runnable: list[str
             ref_path = os.path.join(refdir, f"{w.label}.npz") if refdir else None
             timing = settings.timing if refdir is not None else _scaling_timing(w)
             for name in runnable:
-                spec = {"backend": name, "checkpoint": settings.checkpoint, "model": model, "batch": w.batch,
-                        "seconds": w.seconds, "threads": settings.threads, "reference": ref_path, **timing}
+                spec = {"backend": name, "checkpoint": paths.checkpoint, "model": paths.model, "engine": paths.engine,
+                        "batch": w.batch, "seconds": w.seconds, "threads": settings.threads, "reference": ref_path,
+                        **timing}
                 try:
                     m = _spawn(spec)
                 except RuntimeError as e:
@@ -116,17 +151,17 @@ def _run_grid(settings: Settings, model: str, precision: str, runnable: list[str
                     failed.append({"backend": name, "workload": w.label, "error": str(e)})
                     continue
                 runs.setdefault((name, w), []).append(m)
-                row = _row(name, w, m, precision)
+                row = _row(name, w, m, precision[name])
                 log.info("%-16s %-8s %8.1fx realtime  p50 %8.2f ms  peak RSS %6.0f MB  max abs err %s", name,
                          w.label, row["throughput_x_realtime"], row["latency_ms"]["p50"], row["peak_rss_mb"],
                          row["max_abs_err"])
-    rows = [_row(name, w, _merge(ms), precision) for (name, w), ms in runs.items()]
+    rows = [_row(name, w, _merge(ms), precision[name]) for (name, w), ms in runs.items()]
     latencies = {f"{name} {w.label}": [t * 1e3 for m in ms for t in m["latencies_s"]] for (name, w), ms in runs.items()}
     return rows, latencies, failed
 
 
 # CPU backends and whose matrix work they do: the bound uses the CPU's sgemm rate
-_CPU_FLOPS = {**dict.fromkeys(targets.TORCH_BACKENDS, "reference"), "onnxruntime-cpu": "export"}
+_CPU_FLOPS = {**dict.fromkeys(targets.TORCH_BACKENDS, "reference"), "onnxruntime-cpu": "export", "openvino": "export"}
 
 
 def _roofline(settings: Settings, model: str, runnable: list[str]) -> dict:
@@ -162,35 +197,50 @@ def _add_bounds(rows: list[dict], roof: dict) -> None:
                                                                    r["seconds"]) if flops else None)
 
 
-def run(settings: Settings) -> dict:
-    """Benchmark and write ``results.json``, ``results.md`` and plots into ``settings.output``."""
-    os.makedirs(settings.output, exist_ok=True)
-    settings = dataclasses.replace(settings, threads=settings.threads or machine.describe()["cores"])
+def _available(settings: Settings) -> tuple[list[dict], list[str]]:
+    """(skipped backends with the reason, runnable ones with the reference first: the others are
+    compared with its outputs)."""
     skipped, runnable = [], []
     for name in settings.backends:
-        why = targets.unavailable(name, settings.quick, settings.named)
+        why = targets.unavailable(name, settings.quick, settings.named, settings.cuda_graph)
         if why:
             log.info("skipping %s: %s", name, why)
             skipped.append({"backend": name, "reason": why})
         else:
             runnable.append(name)
-    if targets.REFERENCE in runnable:  # the reference first: the others are compared with its outputs
+    if targets.REFERENCE in runnable:
         runnable.remove(targets.REFERENCE)
         runnable.insert(0, targets.REFERENCE)
+    return skipped, runnable
+
+
+def run(settings: Settings) -> dict:
+    """Benchmark and write ``results.json``, ``results.md`` and plots into ``settings.output``."""
+    os.makedirs(settings.output, exist_ok=True)
+    settings = dataclasses.replace(settings, threads=settings.threads or machine.describe()["cores"])
+    skipped, runnable = _available(settings)
     info = machine.describe()
     model = _export(settings)
-    precision = model_precision(model)
+    engine, why = _engine(settings, runnable)
+    if why:
+        for name in [n for n in runnable if n in targets.ENGINE_BACKENDS]:
+            log.info("skipping %s: %s", name, why)
+            skipped.append({"backend": name, "reason": why})
+            runnable.remove(name)
+    paths = targets.Paths(settings.checkpoint, model, engine)
+    export_precision = model_precision(model)
+    precision = {name: _precision(name, export_precision, engine) for name in runnable + ["onnxruntime-cpu"]}
     roof = _roofline(settings, model, runnable)
     with tempfile.TemporaryDirectory() as refdir:
         refdir = refdir if targets.REFERENCE in runnable else ""
-        rows, latencies, failed = _run_grid(settings, model, precision, runnable, settings.workloads, refdir)
+        rows, latencies, failed = _run_grid(settings, paths, precision, runnable, settings.workloads, refdir)
     _sgemm_again(roof, settings.threads)
     _add_bounds(rows, roof)
     results = {"machine": info, "threads": settings.threads, "results": rows, "skipped": skipped, "failed": failed,
                "roofline": roof}
     if settings.scaling:
         log.info("scaling: onnxruntime-cpu, one clip streamed in 10 s pieces")
-        rows, _, more = _run_grid(settings, model, precision, ["onnxruntime-cpu"], SCALING, None)
+        rows, _, more = _run_grid(settings, paths, precision, ["onnxruntime-cpu"], SCALING, None)
         results["scaling"], failed = rows, failed + more
         results["failed"] = failed
     results["machine"]["load_average_end"] = list(os.getloadavg())

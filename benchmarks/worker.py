@@ -1,7 +1,7 @@
 """One backend on one workload, in its own process: ``python -m kwmlp.benchmarks.worker SPEC_JSON``.
 
 Warms up, times ``repeats`` calls (at least ``min_seconds`` of them), and prints one JSON line:
-latencies, peak RSS of this process, and the max abs error against the reference outputs
+latencies, peak RSS of this process, device memory on a GPU, and the max abs error against the reference outputs
 (``reference`` npz; the reference backend writes it instead).
 """
 
@@ -53,11 +53,14 @@ def _streamed(spec: dict, w: Workload):
 
 def measure(spec: dict) -> dict:
     w = Workload(spec["batch"], spec["seconds"])
+    on_gpu = spec["backend"] in targets.GPU_BACKENDS
+    baseline = _device_used() if on_gpu else None
     if spec.get("stream"):
         audio, run = None, _streamed(spec, w)
     else:
         audio = w.audio()
-        run = targets.load(spec["backend"], spec["checkpoint"], spec["model"], spec["threads"], None)
+        paths = targets.Paths(spec["checkpoint"], spec["model"], spec.get("engine"))
+        run = targets.load(spec["backend"], paths, spec["threads"])
     for _ in range(spec["warmup"]):
         ts, scene = run(audio)
     latencies = []
@@ -78,7 +81,34 @@ def measure(spec: dict) -> dict:
         err = None  # no reference for this workload (e.g. a scaling run)
     if err is not None and not np.isfinite(err):
         err = "non-finite"  # NaN/Inf outputs: wrong, and JSON has no NaN
-    return {"latencies_s": latencies, "peak_rss_mb": peak_rss_mb(), "max_abs_err": err}
+    device = _device_memory_mb(spec["backend"], baseline) if on_gpu else None
+    return {"latencies_s": latencies, "peak_rss_mb": peak_rss_mb(), "device_memory_mb": device, "max_abs_err": err}
+
+
+def _device_used() -> int | None:
+    """Bytes in use on GPU 0 (total - free), through the CUDA bindings; None without them."""
+    from kwmlp import cuda
+    from kwmlp.errors import KwmlpError
+
+    try:
+        api = cuda.load()
+        with api.context():
+            free, total = api.memory()
+    except (KwmlpError, cuda.CudaError):
+        return None
+    return total - free
+
+
+def _device_memory_mb(backend: str, baseline: int | None) -> float | None:
+    """A GPU row's device memory: PyTorch's peak reserved memory, or for the runtime's backends the
+    growth of memory in use on the GPU from before loading to after the runs (other processes on
+    the same GPU count too: run the GPU rows on an otherwise idle GPU)."""
+    if backend in targets.TORCH_CUDA:
+        import torch
+
+        return torch.cuda.max_memory_reserved() / 2**20
+    used = _device_used()
+    return None if used is None or baseline is None else (used - baseline) / 2**20
 
 
 if __name__ == "__main__":

@@ -21,12 +21,14 @@ from kwmlp.dims import CHUNK_SAMPLES
 from kwmlp.errors import KwmlpError
 from kwmlp.fileio import sha256_file, write_bytes_atomic
 from kwmlp.trt import import_tensorrt, logger as trt_logger
-from kwmlp.artifact.sidecar import EngineInfo, Profile, this_device, timing_cache_path, write_sidecar
+from kwmlp.artifact.sidecar import (  # noqa: F401  (DEFAULT_PROFILES, keyword_profiles: kwmlp build's, named here too)
+    DEFAULT_PROFILES, EngineInfo, Profile, default_profiles, keyword_profiles, samples_of, this_device,
+    timing_cache_path, write_sidecar,
+)
 
 log = logging.getLogger("kwmlp")
 
 NETWORKS = ("auto", "strongly-typed", "precision-constraints")
-KEYWORD_WINDOWS = (1, 64, 256)  # min / opt / max one-second windows per call of the keyword engine
 
 
 @dataclass(frozen=True)
@@ -39,18 +41,6 @@ class ProfileOptions:
     opt_seconds: tuple[float, ...] = ()
 
 
-# (name, opt batch, opt seconds, max batch, max seconds): short clips at low latency, batches of
-# 10-second clips at high throughput, and one clip of up to 10 minutes
-DEFAULT_PROFILES = (
-    ("latency", 1, 1.0, 8, 2.0),
-    ("throughput", 16, 10.0, 64, 10.0),
-    ("long", 1, 60.0, 1, 600.0),
-)
-
-
-def _samples(seconds: float) -> int:
-    return max(1, round(seconds * CHUNK_SAMPLES))
-
 
 def profiles_from_options(opts: ProfileOptions = ProfileOptions()) -> tuple[Profile, ...]:
     """The embedding engine's optimization profiles for ``audio (batch, samples)``.
@@ -62,7 +52,7 @@ def profiles_from_options(opts: ProfileOptions = ProfileOptions()) -> tuple[Prof
     """
     given = {k: v for k, v in vars(opts).items() if v}
     if not given:
-        return tuple(Profile(n, (1, 1), (ob, _samples(os_)), (mb, _samples(ms))) for n, ob, os_, mb, ms in DEFAULT_PROFILES)
+        return default_profiles()
     counts = {len(v) for v in given.values()} - {1}
     if len(counts) > 1:
         raise KwmlpError("--max-batch, --max-seconds, --opt-batch and --opt-seconds must each be given once or "
@@ -80,14 +70,8 @@ def profiles_from_options(opts: ProfileOptions = ProfileOptions()) -> tuple[Prof
             opt_b = min(opt_b, max_b)
         if "opt_seconds" not in given:
             opt_s = min(opt_s, max_s)
-        out.append(Profile(f"profile{i}", (1, 1), (opt_b, _samples(opt_s)), (max_b, _samples(max_s))))
+        out.append(Profile(f"profile{i}", (1, 1), (opt_b, samples_of(opt_s)), (max_b, samples_of(max_s))))
     return tuple(out)
-
-
-def keyword_profiles() -> tuple[Profile, ...]:
-    """The keyword engine's one profile for ``windows (W, 16000)``; longer calls go in pieces."""
-    lo, opt, hi = KEYWORD_WINDOWS
-    return (Profile("windows", (lo, CHUNK_SAMPLES), (opt, CHUNK_SAMPLES), (hi, CHUNK_SAMPLES)),)
 
 
 def network_mode(trt, requested: str = "auto") -> str:
@@ -147,11 +131,12 @@ def _add_profiles(builder, network, config, profiles: tuple[Profile, ...]) -> No
 def build_engine(
     onnx_path: str, engine_path: str, profiles: tuple[Profile, ...], *, precision: str, export: dict,
     workspace_mib: int = 1024, network: str = "auto", timing_cache_dir: str | None = None,
-    keywords_engine: str = "", trt=None, cuda=None,
+    keywords_engine: str = "", trt=None, cuda=None, optimization_level: int | None = None,
 ) -> EngineInfo:
     """Build ``onnx_path`` into ``engine_path`` and write its sidecar; both atomically.
 
-    ``precision`` is the ONNX's (``"fp16"``/``"fp32"``), ``export`` its kwmlp metadata. ``trt`` and
+    ``precision`` is the ONNX's (``"fp16"``/``"fp32"``), ``export`` its kwmlp metadata;
+    ``optimization_level`` TensorRT's builder optimization level (0-5, default 3). ``trt`` and
     ``cuda`` default to the installed TensorRT and CUDA API (:func:`kwmlp.cuda.load`).
     """
     if trt is None:
@@ -168,6 +153,8 @@ def build_engine(
     _parse(trt, logger, net, onnx_path)
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
+    if optimization_level is not None:  # TensorRT's default is 3; 0-1 build in a fraction of the time
+        config.builder_optimization_level = optimization_level
     if hasattr(trt.BuilderFlag, "TF32"):
         # TF32 is on by default and rounds FP32 inner products to 10-bit mantissas on Ampere and
         # later: the FP32 islands (the STFT convolution, the mel matrix) must really be FP32
@@ -181,17 +168,10 @@ def build_engine(
     _add_profiles(builder, net, config, profiles)
 
     cache_path = timing_cache_path(device, timing_cache_dir)
-    cached = b""
-    if os.path.isfile(cache_path):
-        with open(cache_path, "rb") as f:
-            cached = f.read()
-    cache = config.create_timing_cache(cached)
-    config.set_timing_cache(cache, False)
-
+    _use_timing_cache(config, cache_path)
     plan = builder.build_serialized_network(net, config)
     if plan is None:
         raise KwmlpError(f"TensorRT {trt.__version__} could not build an engine from {onnx_path} (see the log above)")
-    write_bytes_atomic(cache_path, bytes(config.get_timing_cache().serialize()))
     rel = os.path.relpath(os.path.abspath(onnx_path), os.path.dirname(os.path.abspath(engine_path)))
     info = EngineInfo(
         device=device, input_name=net.get_input(0).name, profiles=tuple(profiles), precision=precision,
@@ -200,4 +180,27 @@ def build_engine(
     )
     write_bytes_atomic(engine_path, bytes(plan))
     write_sidecar(engine_path, info)
+    _save_timing_cache(config, cache_path)  # after the engine: a cache that fails to save costs no build
     return info
+
+
+def _use_timing_cache(config, cache_path: str) -> None:
+    """Start from the timing cache on disk; a cache TensorRT refuses (another device or version:
+    ``set_timing_cache`` returns False) is replaced by a fresh one."""
+    cached = b""
+    if os.path.isfile(cache_path):
+        with open(cache_path, "rb") as f:
+            cached = f.read()
+    if config.set_timing_cache(config.create_timing_cache(cached), False) or not cached:
+        return
+    log.warning("kwmlp: TensorRT refused the timing cache %s (another GPU or TensorRT version?); "
+                "starting a fresh one", cache_path)
+    if not config.set_timing_cache(config.create_timing_cache(b""), False):
+        log.warning("kwmlp: TensorRT refused a fresh timing cache too; building without one")
+
+
+def _save_timing_cache(config, cache_path: str) -> None:
+    cache = config.get_timing_cache()
+    if cache is None:  # none was set (refused twice above)
+        return
+    write_bytes_atomic(cache_path, bytes(cache.serialize()))

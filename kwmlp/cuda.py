@@ -51,8 +51,22 @@ class CudaRuntime:
         return contextlib.nullcontext()  # the runtime API binds the primary context in every thread
 
     def device_count(self) -> int:
+        """GPUs visible; 0 only for cudaErrorNoDevice. Any other error (e.g. cudaErrorInsufficientDriver:
+        cuda-python 13 on a CUDA 12 driver) is raised as :class:`CudaError` with its name."""
         err, n = self.rt.cudaGetDeviceCount()
-        return n if err == self.rt.cudaError_t.cudaSuccess else 0
+        if err == self.rt.cudaError_t.cudaErrorNoDevice:
+            return 0
+        return self._ck((err, n))
+
+    def driver_version(self) -> str:
+        """The CUDA version the driver supports, e.g. "12.6"."""
+        v = self._ck(self.rt.cudaDriverGetVersion())
+        return f"{v // 1000}.{v % 1000 // 10}"
+
+    def memory(self) -> tuple[int, int]:
+        """(free, total) bytes of device 0."""
+        free, total = self._ck(self.rt.cudaMemGetInfo())
+        return int(free), int(total)
 
     def device(self) -> tuple[str, str, str]:
         """(GPU name, compute capability "8.7", CUDA runtime version "12.6") of device 0."""
@@ -140,6 +154,14 @@ class PyCuda:
     def device_count(self) -> int:
         return self.drv.Device.count()
 
+    def driver_version(self) -> str:
+        v = self.drv.get_driver_version()
+        return f"{v // 1000}.{v % 1000 // 10}"
+
+    def memory(self) -> tuple[int, int]:
+        free, total = self.drv.mem_get_info()
+        return int(free), int(total)
+
     def device(self) -> tuple[str, str, str]:
         dev = self.drv.Device(0)
         major, minor = dev.compute_capability()
@@ -208,6 +230,19 @@ def load() -> CudaRuntime | PyCuda:
             api = PyCuda(drv)
         except drv.Error as e:
             raise KwmlpError(f"no CUDA GPU is usable here (pycuda: {e})") from e
-    if api.device_count() < 1:
+    try:
+        count = api.device_count()
+    except CudaError as e:
+        raise KwmlpError(f"CUDA is not usable here ({e}){_DRIVER_HINT.get(str(e), '')}") from e
+    if count < 1:
         raise KwmlpError("no CUDA GPU is visible on this machine (check the driver and CUDA_VISIBLE_DEVICES)")
     return api
+
+
+# what to do about the errors a first run meets
+_DRIVER_HINT = {
+    "cudaErrorInsufficientDriver": ": the NVIDIA driver is older than this cuda-python's CUDA; install cuda-python "
+                                   "of the driver's CUDA major (`pip install 'cuda-python<13'` for a CUDA 12 driver, "
+                                   f"or {install_command('gpu-cu12')})",
+    "cudaErrorNoDevice": ": no CUDA GPU is visible (check CUDA_VISIBLE_DEVICES)",
+}

@@ -41,12 +41,13 @@ class Embedder:
         ``"auto"`` (default: a TensorRT engine that loads on this GPU, then ONNX Runtime's
         TensorRT, CUDA and CPU providers; what runs and why is announced in one log line),
         ``"tensorrt"``, ``"onnxruntime"`` (its best provider), ``"onnxruntime-trt"``,
-        ``"onnxruntime-cuda"``, ``"onnxruntime-cpu"`` (or ``"cpu"``). A forced backend that
-        cannot run raises KwmlpError. See :mod:`kwmlp.runtime.loader`.
+        ``"onnxruntime-cuda"``, ``"onnxruntime-cpu"`` (or ``"cpu"``), ``"openvino"`` (the
+        ``openvino`` extra; ``auto``'s choice on an x86-64 CPU where it is installed). A forced
+        backend that cannot run raises KwmlpError. See :mod:`kwmlp.runtime.loader`.
     device : str
-        ``"auto"``, ``"cpu"`` (ONNX Runtime on the CPU only) or ``"cuda"`` (GPU backends only).
+        ``"auto"``, ``"cpu"`` (CPU backends only) or ``"cuda"`` (GPU backends only).
     threads : int, optional
-        Intra-op threads for ONNX Runtime on the CPU (default: physical cores).
+        Threads for ONNX Runtime or OpenVINO on the CPU (default: physical cores; OpenVINO's own default).
     block_seconds : int, optional
         Embed clips longer than this in blocks of this many seconds, in bounded memory, with
         results equal to the whole clip at once. Default: 64 s (or the model's ``max_seconds``,

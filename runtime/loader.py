@@ -1,8 +1,8 @@
 """Which backend runs a model, stated once.
 
 ``auto``: a TensorRT engine that loads on this GPU (the ``.engine`` given, or ``MODEL.engine``
-beside ``MODEL.onnx``) -> ONNX Runtime's TensorRT provider -> its CUDA provider -> its CPU
-provider. The one info log line names what runs, with the reason for each step down that
+beside ``MODEL.onnx``) -> ONNX Runtime's TensorRT provider -> its CUDA provider -> the CPU, where
+:func:`cpu_choice` picks OpenVINO or ONNX Runtime's CPU provider. The one info log line names what runs, with the reason for each step down that
 failed; steps with nothing to try (no GPU provider in this onnxruntime) go to the debug log. A forced backend
 that cannot run raises :class:`~kwmlp.errors.KwmlpError` instead of falling back. Nothing here
 imports TensorRT or CUDA bindings unless an engine file exists or ONNX Runtime offers a GPU
@@ -14,11 +14,13 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import platform
 from dataclasses import dataclass, field
 from typing import Callable
 
 from kwmlp.artifact import (
-    ModelInfo, engine_beside, engine_keywords_path, is_engine, keywords_model_path, onnx_behind, require_file,
+    EMBEDDING_INPUT, KEYWORD_INPUT, ModelInfo, engine_beside, engine_keywords_path, is_engine, keywords_model_path, onnx_behind, read_model_info,
+    require_file,
 )
 from kwmlp.errors import KwmlpError
 from kwmlp.runtime import onnxruntime_backend as ortb
@@ -26,7 +28,7 @@ from kwmlp.runtime.runner import Runner
 
 log = logging.getLogger("kwmlp")
 
-BACKENDS = ("auto", "tensorrt", "onnxruntime", "onnxruntime-trt", "onnxruntime-cuda", "onnxruntime-cpu")
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "onnxruntime-trt", "onnxruntime-cuda", "onnxruntime-cpu", "openvino")
 DEVICES = ("auto", "cpu", "cuda")
 _GPU_ORT = ("onnxruntime-trt", "onnxruntime-cuda")
 
@@ -65,13 +67,19 @@ def _open_ort(onnx_path: str, backend: str, threads: int | None, forced: bool) -
         if wanted not in available:
             raise KwmlpError(f"backend {backend} needs onnxruntime-gpu with {wanted}; this onnxruntime offers "
                              f"{', '.join(available)} (see README: Deploy on a GPU or a Jetson)")
-    providers = ortb.providers_for(backend)
-    runner = ortb.OrtRunner(onnx_path, providers=providers, threads=threads)
+    runner = ortb.OrtRunner(onnx_path, providers=ortb.providers_for(backend, EMBEDDING_INPUT), threads=threads)
     if forced and runner.backend != backend:
         raise KwmlpError(f"backend {backend} was asked for but ONNX Runtime could only start {runner.backend} "
                          f"(providers {runner.providers})")
-    return Opened(runner, lambda info: ortb.OrtRunner(keywords_model_path(onnx_path, info), providers=providers,
-                                                      threads=threads), onnx_path)
+    return Opened(runner, lambda info: ortb.OrtRunner(keywords_model_path(onnx_path, info), threads=threads,
+                                                      providers=ortb.providers_for(backend, KEYWORD_INPUT)), onnx_path)
+
+
+def _open_openvino(onnx_path: str, threads: int | None) -> Opened:
+    from kwmlp.runtime.openvino_backend import OvRunner
+
+    return Opened(OvRunner(onnx_path, threads=threads),
+                  lambda info: OvRunner(keywords_model_path(onnx_path, info), threads=threads), onnx_path)
 
 
 def _check_choice(backend: str, device: str) -> tuple[str, str]:
@@ -83,8 +91,8 @@ def _check_choice(backend: str, device: str) -> tuple[str, str]:
         raise KwmlpError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
     if device == "cpu" and backend in ("tensorrt",) + _GPU_ORT:
         raise KwmlpError(f"backend {backend} runs on a GPU, not with device='cpu'")
-    if device == "cuda" and backend == "onnxruntime-cpu":
-        raise KwmlpError("backend onnxruntime-cpu runs on the CPU, not with device='cuda'")
+    if device == "cuda" and backend in ("onnxruntime-cpu", "openvino"):
+        raise KwmlpError(f"backend {backend} runs on the CPU, not with device='cuda'")
     return backend, device
 
 
@@ -119,21 +127,64 @@ def _try_engine(engine: str, onnx_path: str, backend: str, cuda_graph: bool, why
         return None
 
 
-def _first_ort(onnx_path: str, device: str, threads: int | None, why: _Reasons) -> Opened:
-    """The first ONNX Runtime provider that starts, in ``auto``'s order."""
-    order = ["onnxruntime-cpu"] if device == "cpu" else list(_GPU_ORT) + ([] if device == "cuda" else ["onnxruntime-cpu"])
+def cpu_choice(scene: str = "iterative") -> tuple[str, str]:
+    """(backend, why) for ``auto`` on a CPU: OpenVINO where it is installed on an x86-64 CPU, for
+    an export whose scene is not ``single``; ONNX Runtime otherwise.
+
+    Measured side by side on the same export (benchmarks/README.md, "OpenVINO and ONNX Runtime on
+    a CPU"): equal 1 x 1 s latency, and OpenVINO's 16 x 10 s throughput 1.3x ONNX Runtime's on a
+    2-core AVX-512 Xeon, 1.0x (quiet) to 2.2x (loaded) on a 2-core AMD EPYC. OpenVINO's Resize
+    misses the 1e-3 parity bar (1.9e-3) on the ``single`` scene, one interpolation from every frame
+    of a long clip straight to 16. Not measured on ARM, where ONNX Runtime stays.
+    """
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return "onnxruntime-cpu", f"OpenVINO is not measured on {platform.machine()} CPUs"
+    if importlib.util.find_spec("openvino") is None:
+        return "onnxruntime-cpu", "openvino is not installed"
+    if scene == "single":
+        return "onnxruntime-cpu", "OpenVINO misses the parity bar on the single scene (1.9e-3 > 1e-3)"
+    return "openvino", "openvino is installed, and measured faster than ONNX Runtime on x86-64 CPUs"
+
+
+def _open_cpu(onnx_path: str, threads: int | None, any_engine: bool, why: _Reasons) -> Opened:
+    """``auto``'s last step: :func:`cpu_choice` (ONNX Runtime only when ``any_engine`` is False)."""
+    backend, reason = cpu_choice(read_model_info(onnx_path).scene) if any_engine else ("onnxruntime-cpu", "")
+    if backend == "openvino":
+        try:
+            return _open_openvino(onnx_path, threads)
+        except KwmlpError as e:
+            why.failed.append(f"openvino: {e}")
+    elif reason:
+        why.absent.append(reason)
+    return _open_ort(onnx_path, "onnxruntime-cpu", threads, forced=False)
+
+
+def _ort_order(device: str) -> list[str]:
+    return ["onnxruntime-cpu"] if device == "cpu" else list(_GPU_ORT) + ([] if device == "cuda" else ["onnxruntime-cpu"])
+
+
+def _gpu_provider_absent(name: str, available: list[str]) -> str | None:
+    """Why ``auto`` does not try ONNX Runtime's GPU backend ``name`` at all, or None."""
+    provider = ortb.ORT_BACKENDS[name]
+    if provider not in available:
+        return f"{provider} is not in this onnxruntime"
+    if name == "onnxruntime-trt" and importlib.util.find_spec("tensorrt") is None:
+        # the provider needs TensorRT's libraries, and its cache key TensorRT's version
+        return "TensorrtExecutionProvider needs the tensorrt package"
+    return None
+
+
+def _first_ort(onnx_path: str, device: str, threads: int | None, why: _Reasons, any_engine: bool = True) -> Opened:
+    """The first ONNX Runtime GPU provider that starts, in ``auto``'s order, then the CPU step."""
     available = ortb.available_providers()
-    for name in order:
-        provider = ortb.ORT_BACKENDS[name]
+    for name in _ort_order(device):
         if name == "onnxruntime-cpu":
-            return _open_ort(onnx_path, name, threads, forced=False)
-        if provider not in available:
-            why.absent.append(f"{provider} is not in this onnxruntime")
+            return _open_cpu(onnx_path, threads, any_engine, why)
+        absent = _gpu_provider_absent(name, available)
+        if absent:
+            why.absent.append(absent)
             continue
-        if name == "onnxruntime-trt" and importlib.util.find_spec("tensorrt") is None:
-            # the provider needs TensorRT's libraries, and its cache key TensorRT's version
-            why.absent.append("TensorrtExecutionProvider needs the tensorrt package")
-            continue
+        provider = ortb.ORT_BACKENDS[name]
         try:
             opened = _open_ort(onnx_path, name, threads, forced=False)
         except KwmlpError as e:  # e.g. no GPU visible, no CUDA bindings for the cache key
@@ -145,6 +196,41 @@ def _first_ort(onnx_path: str, device: str, threads: int | None, why: _Reasons) 
     raise KwmlpError(f"no backend can run {onnx_path} on device {device!r}: {'; '.join(why.absent + why.failed)}")
 
 
+@dataclass
+class Choice:
+    """What ``backend="auto"`` would run, and why each step above it would not."""
+
+    backend: str
+    reasons: list[str]
+
+
+def explain_auto(path: str, device: str = "auto") -> Choice:
+    """What :func:`open_model` with ``backend="auto"`` would run here, found without opening a
+    session or deserializing an engine: an offered ONNX Runtime GPU provider is assumed to start."""
+    from kwmlp.runtime.tensorrt_backend import engine_problem
+
+    _, device = _check_choice("auto", device)
+    require_file(path)
+    why = _Reasons()
+    onnx_path, engine = _locate(path, "auto", device, why)
+    problem = engine_problem(engine) if engine else None
+    if engine and problem is None:
+        return Choice("tensorrt", [f"engine {os.path.basename(engine)} matches this GPU and TensorRT"])
+    if problem:
+        why.failed.append(problem)
+    available = ortb.available_providers()
+    for name in _ort_order(device):
+        if name == "onnxruntime-cpu":
+            backend, reason = cpu_choice(read_model_info(onnx_path).scene)
+            return Choice(backend, why.absent + why.failed + [reason])
+        absent = _gpu_provider_absent(name, available)
+        if absent is None:
+            return Choice(name, why.absent + why.failed + [f"{ortb.ORT_BACKENDS[name]} is offered (if it does not "
+                                                            "start, the next step runs)"])
+        why.absent.append(absent)
+    return Choice("none", why.absent + why.failed)
+
+
 def open_model(path: str, backend: str = "auto", device: str = "auto", threads: int | None = None,
                cuda_graph: bool = False) -> Opened:
     """Open ``path`` (an ``.onnx`` export or a ``.engine`` from ``kwmlp build``) as asked."""
@@ -153,10 +239,12 @@ def open_model(path: str, backend: str = "auto", device: str = "auto", threads: 
     why = _Reasons()
     onnx_path, engine = _locate(path, backend, device, why)
     opened = _try_engine(engine, onnx_path, backend, cuda_graph, why) if engine else None
+    if opened is None and backend == "openvino":
+        opened = _open_openvino(onnx_path, threads)
     if opened is None and backend not in ("auto", "onnxruntime", "tensorrt"):
         opened = _open_ort(onnx_path, backend, threads, forced=True)
     if opened is None:
-        opened = _first_ort(onnx_path, device, threads, why)
+        opened = _first_ort(onnx_path, device, threads, why, any_engine=backend != "onnxruntime")
     return _announce(opened, why)
 
 

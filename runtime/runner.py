@@ -54,3 +54,22 @@ class Runner(abc.ABC):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def run_in_rows(run, feeds: dict[str, np.ndarray], rows: int, outputs: tuple[str, ...], pad: bool = False) -> dict[str, np.ndarray]:
+    """``run`` on ``feeds`` (one input, batch first) ``rows`` at a time, outputs concatenated.
+
+    ``pad``: the last, shorter piece is padded with zero rows to ``rows`` (and its outputs cut
+    back), so that every call has one shape: what lets a CUDA graph replay.
+    """
+    ((name, x),) = feeds.items()
+    if len(x) <= rows:
+        return run(feeds)
+    parts = []
+    for i in range(0, len(x), rows):
+        piece = x[i : i + rows]
+        n = len(piece)
+        if pad and n < rows:
+            piece = np.concatenate([piece, np.zeros((rows - n,) + piece.shape[1:], piece.dtype)])
+        parts.append({k: v[:n] for k, v in run({name: piece}).items()})
+    return {k: np.concatenate([p[k] for p in parts]) for k in outputs}

@@ -19,9 +19,9 @@ import threading
 import numpy as np
 
 from kwmlp.errors import KwmlpError
-from kwmlp.artifact.sidecar import EngineInfo, mismatch, read_sidecar, this_device
+from kwmlp.artifact.sidecar import EngineInfo, mismatch, read_sidecar, rows_per_call, this_device
 from kwmlp.cuda import CudaError
-from kwmlp.runtime.runner import Runner
+from kwmlp.runtime.runner import Runner, run_in_rows
 from kwmlp.trt import import_tensorrt, logger as trt_logger
 
 log = logging.getLogger("kwmlp")
@@ -36,6 +36,37 @@ def _tensorrt():
         return import_tensorrt()
     except KwmlpError as e:
         raise EngineMismatch(str(e)) from None
+
+
+def _check_here(path: str) -> tuple[EngineInfo, object, object]:
+    """(sidecar record, tensorrt, CUDA API) for an engine that can run here; EngineMismatch otherwise."""
+    try:
+        info = read_sidecar(path)
+    except KwmlpError as e:
+        raise EngineMismatch(str(e)) from None
+    trt = _tensorrt()
+    from kwmlp import cuda as cuda_api
+
+    try:
+        cuda = cuda_api.load()
+    except KwmlpError as e:
+        raise EngineMismatch(str(e)) from None
+    with cuda.context():
+        here = this_device(trt, cuda)
+    reason = mismatch(info.device, here)
+    if reason:
+        raise EngineMismatch(f"{path} cannot run here: {reason}")
+    return info, trt, cuda
+
+
+def engine_problem(path: str) -> str | None:
+    """Why the engine at ``path`` cannot run here (no TensorRT, no GPU, built for another GPU or
+    TensorRT version), or None when it matches; no engine is deserialized."""
+    try:
+        _check_here(path)
+    except EngineMismatch as e:
+        return str(e)
+    return None
 
 
 class _Buffer:
@@ -121,7 +152,11 @@ class _Worker:
         name = self.inputs[0]
         ctx = self.context
         if profile != self.profile:  # before set_input_shape: switching invalidates the shapes
-            if not ctx.set_optimization_profile_async(profile, self.handle):
+            try:  # returns False on TensorRT 10.x, raises on others (and for an invalid index)
+                switched = ctx.set_optimization_profile_async(profile, self.handle)
+            except RuntimeError as e:
+                raise KwmlpError(f"TensorRT could not switch to optimization profile {profile} ({e})") from e
+            if not switched:
                 raise KwmlpError(f"TensorRT could not switch to optimization profile {profile}")
             self.profile = profile
         if not ctx.set_input_shape(name, tuple(x.shape)):
@@ -174,22 +209,7 @@ class TrtRunner(Runner):
 
     def __init__(self, path: str, cuda_graph: bool = False):
         self.path = path
-        try:
-            self.info: EngineInfo = read_sidecar(path)
-        except KwmlpError as e:
-            raise EngineMismatch(str(e)) from None
-        trt = _tensorrt()
-        from kwmlp import cuda as cuda_api
-
-        try:
-            self.cuda = cuda_api.load()
-        except KwmlpError as e:
-            raise EngineMismatch(str(e)) from None
-        with self.cuda.context():
-            here = this_device(trt, self.cuda)
-        reason = mismatch(self.info.device, here)
-        if reason:
-            raise EngineMismatch(f"{path} cannot run here: {reason}")
+        self.info, trt, self.cuda = _check_here(path)
         self.trt, self.cuda_graph = trt, cuda_graph
         self._runtime = trt.Runtime(trt_logger(trt))  # outlives every engine deserialized from it
         with open(path, "rb") as f:
@@ -222,26 +242,15 @@ class TrtRunner(Runner):
             self._local.worker = w
         return w
 
-    def _pieces(self, shape: tuple[int, int]) -> tuple[int, int]:
-        """(profile, rows per call) for an input of ``shape``."""
-        k = self.info.profile_for(shape)
-        if k is not None:
-            return k, shape[0]
-        takes = [(p.max[0], i) for i, p in enumerate(self.info.profiles) if p.min[1] <= shape[1] <= p.max[1]]
-        if not takes:
-            raise KwmlpError(f"{self.path}: no optimization profile takes inputs of {shape[1]} samples")
-        rows, k = max(takes)
-        return k, rows
-
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         (x,) = feeds.values()
-        profile, rows = self._pieces(x.shape)
+        profile, rows = rows_per_call(self.info.profiles, x.shape, self.path)
         w = self._worker()
         with self.cuda.context():
-            parts = [w.run(x[i : i + rows], profile) for i in range(0, x.shape[0], rows)]
-        if len(parts) == 1:
-            return parts[0]
-        return {n: np.concatenate([p[n] for p in parts]) for n in self.outputs}
+            # with CUDA graphs the remainder piece is padded to the full pieces' shape: a context
+            # keeps one graph (TensorRT#3798), and alternating shapes would never replay it
+            return run_in_rows(lambda f: w.run(f[self.inputs[0]], profile), feeds, rows, self.outputs,
+                               pad=w.use_graphs)
 
     def close(self) -> None:
         with self._lock, self.cuda.context():

@@ -3,6 +3,7 @@ one-line error without TensorRT, and the builder's control flow against a record
 TensorRT 10 API (profiles for every input, strong typing vs. the FP16 flag, a failed build)."""
 
 import json
+import logging
 import subprocess
 import sys
 import types
@@ -87,7 +88,8 @@ class _Enum:
 
 
 def fake_tensorrt(strongly_typed: bool = True, fp16_flag: bool = True, plan: bytes | None = b"PLAN"):
-    calls = {"profiles": [], "flags": [], "cleared": [], "network_flags": None, "precisions": {}}
+    calls = {"profiles": [], "flags": [], "cleared": [], "network_flags": None, "precisions": {},
+             "accept_cache": lambda data: True}
     float32, float16, int64 = "float32", "float16", "int64"
 
     class Tensor:
@@ -154,10 +156,14 @@ def fake_tensorrt(strongly_typed: bool = True, fp16_flag: bool = True, plan: byt
             return Cache()
 
         def set_timing_cache(self, cache, ignore_mismatch):
+            # TensorRT returns False for a cache from another device or version (or refuses any)
             assert ignore_mismatch is False
+            accepted = calls["accept_cache"](calls["cache_in"])
+            self.cache = cache if accepted else None
+            return accepted
 
         def get_timing_cache(self):
-            return Cache()
+            return getattr(self, "cache", None)
 
     class Builder:
         def __init__(self, logger):
@@ -168,7 +174,8 @@ def fake_tensorrt(strongly_typed: bool = True, fp16_flag: bool = True, plan: byt
             return Network()
 
         def create_builder_config(self):
-            return Config()
+            calls["config"] = Config()
+            return calls["config"]
 
         def create_optimization_profile(self):
             return Profile()
@@ -224,6 +231,7 @@ def test_build_strongly_typed(onnx_file, tmp_path):
     assert calls["network_flags"] == 1 << 5 and calls["flags"] == []  # no FP16 flag on a strongly typed network
     assert calls["cleared"] == ["TF32"]  # FP32 layers stay FP32, not TF32
     assert calls["workspace"] == 512 << 20
+    assert not hasattr(calls["config"], "builder_optimization_level")  # TensorRT's default unless asked
     assert [set(p) for p in calls["profiles"]] == [{"audio"}] * 3  # every input in every profile
     assert calls["profiles"][2]["audio"] == ((1, 1), (1, 960000), (1, 9600000))
     assert (tmp_path / "out" / "m.engine").read_bytes() == b"PLAN"
@@ -232,6 +240,25 @@ def test_build_strongly_typed(onnx_file, tmp_path):
     assert (tmp_path / "cache" / "orin-sm8.7-trt10.3.0.timing-cache").read_bytes() == b"CACHE"
     _build(onnx_file, tmp_path, trt)
     assert calls["cache_in"] == b"CACHE"  # the second build starts from the cache on disk
+    _build(onnx_file, tmp_path, trt, optimization_level=1)
+    assert calls["config"].builder_optimization_level == 1
+
+
+@pytest.mark.parametrize("accepts,saved", [
+    (lambda data: data != b"OLD", b"CACHE"),  # the cache on disk is another device's: a fresh one
+    (lambda data: False, b"OLD"),  # no cache at all: the engine is still written, the old cache kept
+])
+def test_refused_timing_cache_starts_fresh_and_the_engine_comes_first(onnx_file, tmp_path, caplog, accepts, saved):
+    trt, calls = fake_tensorrt()
+    (tmp_path / "cache").mkdir()
+    cache = tmp_path / "cache" / "orin-sm8.7-trt10.3.0.timing-cache"
+    cache.write_bytes(b"OLD")
+    calls["accept_cache"] = accepts
+    with caplog.at_level(logging.WARNING, logger="kwmlp"):
+        _build(onnx_file, tmp_path, trt)
+    assert (tmp_path / "out" / "m.engine").read_bytes() == b"PLAN"
+    assert "refused the timing cache" in caplog.text
+    assert cache.read_bytes() == saved
 
 
 def test_build_precision_constraints_fallback(onnx_file, tmp_path):

@@ -24,26 +24,34 @@ def _gpu_or_skip():
         pytest.skip(str(e))
 
 
+# Two builds (four engines with the keyword ones) at optimization level 1, so that the GPU tests
+# fit 8 minutes on one GPU (benchmarks/gpu_check.sh): fp16 with one profile that takes every
+# reference case but the 62 s one whole, fp32 with one small profile that tests cross (longer clips
+# go in blocks, larger batches in pieces). The default profiles (up to 600 s) are built by the
+# benchmark in gpu_check.sh, at TensorRT's default level.
+PROFILES = {
+    "fp16": ["--max-batch", "16", "--max-seconds", "11", "--opt-batch", "4", "--opt-seconds", "2"],
+    "fp32": ["--max-batch", "4", "--max-seconds", "3", "--opt-batch", "2", "--opt-seconds", "1"],
+}
+
+
 @pytest.fixture(scope="module")
 def engines(request, tmp_path_factory):
-    """``(precision, small) -> engine path``: built once each, with the default profiles or with one
-    small profile (so that tests can cross it)."""
+    """``precision -> engine path``, built once each (see :data:`PROFILES`)."""
     _gpu_or_skip()
     exported = request.getfixturevalue("exported")
     from kwmlp.apps.cli import main
 
     built = {}
 
-    def get(precision: str, small: bool = False) -> str:
-        key = (precision, small)
-        if key not in built:
+    def get(precision: str) -> str:
+        if precision not in built:
             out = tmp_path_factory.mktemp(f"trt-{precision}") / "kwmlp.engine"
-            args = ["build", exported(precision=precision), "-o", str(out), "--timing-cache-dir", str(out.parent)]
-            if small:  # one profile of at most 4 clips of 3 s: longer clips go in blocks, larger batches in pieces
-                args += ["--max-batch", "4", "--max-seconds", "3", "--opt-batch", "2", "--opt-seconds", "1"]
+            args = ["build", exported(precision=precision), "-o", str(out), "--timing-cache-dir", str(out.parent),
+                    "--optimization-level", "1", *PROFILES[precision]]
             assert main(args) == 0
-            built[key] = str(out)
-        return built[key]
+            built[precision] = str(out)
+        return built[precision]
 
     return get
 
@@ -124,7 +132,7 @@ def test_two_threads_at_once(engines):
 def test_clips_beyond_the_profiles(engines, exported):
     from kwmlp.runtime import Embedder
 
-    small = Embedder(engines("fp32", small=True), backend="tensorrt")
+    small = Embedder(engines("fp32"), backend="tensorrt")
     ort = Embedder(exported(precision="fp32"), backend="onnxruntime-cpu")
     long = load_case("sweep_10s")["audio"]  # 10 s > the profile's 3 s: block by block
     batch = load_case("noise_2s_b16")["audio"]  # 16 clips > the profile's 4: in pieces

@@ -304,5 +304,5 @@ def test_engine_for_another_gpu_falls_back(fake_engine, caplog, monkeypatch):
         Embedder(engine, backend="tensorrt")
     with caplog.at_level(logging.INFO, logger="kwmlp"):
         e = Embedder(engine)
-    assert e.backend == "onnxruntime-cpu"
+    assert e.backend in ("onnxruntime-cpu", "openvino")
     assert any("falling back to" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)

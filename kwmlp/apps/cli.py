@@ -15,7 +15,8 @@ import kwmlp
 from kwmlp.errors import KwmlpError
 
 # module names under kwmlp.apps.commands; each defines add_parser(subparsers) -> parser with a `run`
-COMMANDS = ("export", "build", "info", "embed", "classify", "spot", "listen", "wyoming", "download", "bench", "triton-repo")
+COMMANDS = ("export", "build", "info", "embed", "classify", "spot", "listen", "wyoming", "download", "bench", "triton-repo",
+            "doctor")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -54,6 +54,51 @@ class Profile:
         return cls(d["name"], tuple(d["min"]), tuple(d["opt"]), tuple(d["max"]))
 
 
+# The profiles `kwmlp build` gives an engine by default, and ONNX Runtime's TensorRT provider
+# too: (name, opt batch, opt seconds, max batch, max seconds): short clips at low latency,
+# batches of 10-second clips at high throughput, and one clip of up to 10 minutes
+DEFAULT_PROFILES = (
+    ("latency", 1, 1.0, 8, 2.0),
+    ("throughput", 16, 10.0, 64, 10.0),
+    ("long", 1, 60.0, 1, 600.0),
+)
+KEYWORD_WINDOWS = (1, 64, 256)  # min / opt / max one-second windows per call of the keyword graph
+
+
+def samples_of(seconds: float) -> int:
+    return max(1, round(seconds * CHUNK_SAMPLES))
+
+
+def default_profiles() -> tuple[Profile, ...]:
+    """The embedding graph's profiles for ``audio (batch, samples)``; shapes run from ``(1, 1)``:
+    any clip shorter than the max runs, padding happens inside the graph."""
+    return tuple(Profile(n, (1, 1), (ob, samples_of(os_)), (mb, samples_of(ms))) for n, ob, os_, mb, ms in DEFAULT_PROFILES)
+
+
+def keyword_profiles() -> tuple[Profile, ...]:
+    """The keyword graph's one profile for ``windows (W, 16000)``; longer calls go in pieces."""
+    lo, opt, hi = KEYWORD_WINDOWS
+    return (Profile("windows", (lo, CHUNK_SAMPLES), (opt, CHUNK_SAMPLES), (hi, CHUNK_SAMPLES)),)
+
+
+def first_fitting(profiles: tuple[Profile, ...], shape: tuple[int, int]) -> int | None:
+    """Index of the first profile that runs ``shape``, or None."""
+    return next((i for i, p in enumerate(profiles) if p.fits(shape)), None)
+
+
+def rows_per_call(profiles: tuple[Profile, ...], shape: tuple[int, int], source: str) -> tuple[int, int]:
+    """(profile index, rows per call) for an input of ``shape``: the first profile that takes it
+    whole, else the one taking its length with the most rows (the batch then runs in pieces)."""
+    k = first_fitting(profiles, shape)
+    if k is not None:
+        return k, shape[0]
+    takes = [(p.max[0], k) for k, p in enumerate(profiles) if p.min[1] <= shape[1] <= p.max[1]]
+    if not takes:
+        raise KwmlpError(f"{source}: no optimization profile takes inputs of {shape[1]} samples")
+    rows, k = max(takes)
+    return k, rows
+
+
 @dataclass(frozen=True)
 class Device:
     """The GPU and software an engine is built for, or that would run it."""
@@ -108,7 +153,7 @@ class EngineInfo:
 
     def profile_for(self, shape: tuple[int, int]) -> int | None:
         """Index of the first profile that runs ``shape``, or None."""
-        return next((i for i, p in enumerate(self.profiles) if p.fits(shape)), None)
+        return first_fitting(self.profiles, shape)
 
 
 def sidecar_path(engine_path: str) -> str:
@@ -151,8 +196,13 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower()
 
 
+def tensorrt_cache_dir() -> str:
+    """Where TensorRT timing caches (and ONNX Runtime's TensorRT caches) go: the data folder's ``tensorrt/``."""
+    return os.path.join(data_dir(), "tensorrt")
+
+
 def timing_cache_path(device: Device, directory: str | None = None) -> str:
     """Timing caches are specific to the GPU and the TensorRT version: one file per pair."""
-    directory = directory or os.path.join(data_dir(), "tensorrt")
+    directory = directory or tensorrt_cache_dir()
     name = f"{_slug(device.gpu_name)}-sm{device.compute_capability}-trt{device.trt_version}.timing-cache"
     return os.path.join(directory, name)

@@ -10,8 +10,12 @@ def add_parser(sub):
     p.add_argument("--checkpoint", required=True, help="the original HEAR kwmlp checkpoint, e.g. kwmlp.pth")
     p.add_argument("--output", required=True, help="folder for results.json, results.md and the plots")
     p.add_argument("--backends", default=None,
-                   help="comma-separated subset of pytorch,torch-compile,onnxruntime-cpu,onnxruntime-cuda,tensorrt "
+                   help="comma-separated subset of pytorch,torch-compile,onnxruntime-cpu,openvino,openvino-bf16,"
+                        "pytorch-cuda,pytorch-cuda-fp16,onnxruntime-cuda,onnxruntime-trt,tensorrt,tensorrt-cuda-graph "
                         "(default: all; unavailable ones are skipped with the reason)")
+    p.add_argument("--engine", default=None,
+                   help="run the tensorrt rows on this engine (default: `kwmlp build` of an fp16 export)")
+    p.add_argument("--cuda-graph", action="store_true", help="add the tensorrt-cuda-graph row")
     p.add_argument("--workloads", default=None, help="BATCHxSECONDS list, e.g. 1x1,16x10 (default: the full grid)")
     p.add_argument("--quick", action="store_true", help="a small grid and few repeats (under 2 minutes)")
     p.add_argument("--scaling", action="store_true", help="also time one clip of 1, 10, 60, 600 and 3600 s")
@@ -31,6 +35,8 @@ def run(args) -> int:
     from kwmlp.errors import KwmlpError
 
     require_file(args.checkpoint, "checkpoint")
+    if args.engine:
+        require_file(args.engine, "engine")
     from kwmlp.benchmarks import targets, suite, workloads
 
     names = tuple(n.strip() for n in args.backends.split(",") if n.strip()) if args.backends else targets.TARGETS
@@ -41,6 +47,6 @@ def run(args) -> int:
     suite.run(suite.Settings(checkpoint=args.checkpoint, output=args.output, backends=names,
                              named=args.backends is not None, workloads=grid, quick=args.quick,
                              scaling=args.scaling, threads=args.threads, model=args.model,
-                             rounds=max(1, args.rounds)))
+                             rounds=max(1, args.rounds), engine=args.engine, cuda_graph=args.cuda_graph))
     print(f"wrote {os.path.join(args.output, 'results.json')}, results.md and plots")
     return 0

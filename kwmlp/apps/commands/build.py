@@ -23,6 +23,8 @@ def add_parser(sub):
     p.add_argument("--workspace", type=int, default=1024, help="builder workspace limit in MiB (default 1024)")
     p.add_argument("--network", choices=("auto", "strongly-typed", "precision-constraints"), default="auto",
                    help="auto: strongly typed; precision-constraints: the FP16 flag path of TensorRT < 10.12")
+    p.add_argument("--optimization-level", type=int, choices=range(6), default=None, metavar="0-5",
+                   help="TensorRT's builder optimization level (default 3; 0-1 build much faster, run slower)")
     p.add_argument("--timing-cache-dir", default=None,
                    help="where timing caches live, one per GPU and TensorRT version (default ~/.cache/kwmlp/tensorrt)")
     p.set_defaults(run=run)
@@ -49,7 +51,7 @@ def run(args) -> int:
     kw_info = artifact.read_model_info(kw_onnx)
     kw_engine = artifact.keywords_path_for(args.output)
     common = dict(workspace_mib=args.workspace, network=args.network, timing_cache_dir=args.timing_cache_dir,
-                  trt=trt, cuda=api)
+                  trt=trt, cuda=api, optimization_level=args.optimization_level)
     # the keyword engine first: an embedding engine on disk always has its keyword engine beside it
     tb.build_engine(kw_onnx, kw_engine, tb.keyword_profiles(), precision=kw_info.precision,
                     export=kw_info.summary(), **common)

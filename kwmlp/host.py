@@ -1,0 +1,57 @@
+"""What this machine's CPU is and which packages are installed, read without importing them.
+
+Shared by ``kwmlp doctor``, the benchmark's machine record and the backend choice on a CPU.
+"""
+
+from __future__ import annotations
+
+import platform
+from functools import lru_cache
+from importlib import metadata
+
+# /proc/cpuinfo flag -> the name people know; NEON is "asimd" on 64-bit ARM, "neon" on 32-bit
+ISA_FLAGS = {
+    "avx2": "AVX2", "avx512f": "AVX-512", "avx512_bf16": "AVX512-BF16", "avx512_vnni": "AVX512-VNNI",
+    "avx_vnni": "AVX-VNNI", "amx_tile": "AMX", "amx_bf16": "AMX-BF16", "amx_int8": "AMX-INT8",
+    "asimd": "NEON", "neon": "NEON", "asimdhp": "NEON-FP16", "sve": "SVE",
+}
+
+
+@lru_cache(maxsize=1)
+def _cpuinfo() -> dict[str, str]:
+    """The first value of each key in /proc/cpuinfo (the first processor's), or {} off Linux."""
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, sep, value = line.partition(":")
+                if sep:
+                    fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    return fields
+
+
+def cpu_model() -> str:
+    info = _cpuinfo()
+    return info.get("model name") or info.get("Model") or info.get("Hardware") or platform.processor() or platform.machine()
+
+
+def cpu_vendor() -> str:
+    """``GenuineIntel``, ``AuthenticAMD``, ... (empty where /proc/cpuinfo does not say, e.g. on ARM)."""
+    return _cpuinfo().get("vendor_id", "")
+
+
+def cpu_isa() -> list[str]:
+    """The vector extensions of :data:`ISA_FLAGS` this CPU has, e.g. ``["AVX2", "AVX-512", ...]``."""
+    info = _cpuinfo()
+    flags = set((info.get("flags") or info.get("Features") or "").split())
+    return list(dict.fromkeys(name for flag, name in ISA_FLAGS.items() if flag in flags))
+
+
+def dist_version(dist: str) -> str | None:
+    """An installed distribution's version from its metadata (nothing is imported), or None."""
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
