@@ -18,7 +18,9 @@ RAW = dict(smooth=1, trigger_level=1, refractory=0)
 
 @pytest.fixture(scope="module")
 def embedder(exported):
-    return Embedder(exported(), threads=1)
+    # ONNX Runtime, whatever `auto` picks on this CPU: its sums do not depend on the input's shape,
+    # so the 1e-5 equalities below test the live logic alone (OpenVINO's scene moves by ~1e-4)
+    return Embedder(exported(), backend="onnxruntime-cpu", threads=1)
 
 
 @pytest.fixture(scope="module")
