@@ -31,7 +31,7 @@ OWW_THRESHOLD = 0.5  # openWakeWord's default
 def _kwmlp_engine(args):
     from kwmlp.runtime import Embedder, LiveSpotter
 
-    embedder = Embedder(args.model, threads=1)
+    embedder = Embedder(args.model, threads=1, live=True)
     spotter = LiveSpotter(embedder, hop=args.hop)
     LiveSpotter(embedder, hop=args.hop).feed(np.zeros(RATE * 2, np.int16))  # warm up the session
 

@@ -17,7 +17,6 @@ import logging
 import os
 from dataclasses import dataclass
 
-from kwmlp.dims import CHUNK_SAMPLES
 from kwmlp.errors import KwmlpError
 from kwmlp.fileio import sha256_file, write_bytes_atomic
 from kwmlp.trt import import_tensorrt, logger as trt_logger

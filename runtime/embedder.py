@@ -55,13 +55,17 @@ class Embedder:
     cuda_graph : bool
         TensorRT only: replay a captured CUDA graph while the (profile, shape) repeats (lowest
         latency at fixed shapes); a new shape is run plainly once, then captured again.
+    live : bool
+        The work is one keyword window at a time with idle gaps (:class:`~kwmlp.runtime.LiveSpotter`):
+        ``auto`` then picks the CPU engine measured cheapest per paced window (ONNX Runtime), not
+        the one fastest on batches (OpenVINO where installed).
 
     ``embed`` and ``keyword_logits`` are thread-safe. ``backend`` says what runs.
     """
 
     def __init__(
         self, model_path: str, backend: str = "auto", device: str = "auto", threads: int | None = None,
-        block_seconds: int | None = None, cuda_graph: bool = False,
+        block_seconds: int | None = None, cuda_graph: bool = False, live: bool = False,
     ):
         model_path = os.fspath(model_path)
         if block_seconds is not None and block_seconds < 1:
@@ -69,7 +73,7 @@ class Embedder:
         self.model_path = model_path
         self.threads = threads
         self.block_seconds = block_seconds
-        self._opened = open_model(model_path, backend, device, threads, cuda_graph)
+        self._opened = open_model(model_path, backend, device, threads, cuda_graph, live)
         self._runner: Runner = self._opened.runner
         self.info = self._check(self._runner, LAYOUT_EMBEDDINGS)
         self.backend = self._runner.backend

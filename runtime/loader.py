@@ -127,16 +127,21 @@ def _try_engine(engine: str, onnx_path: str, backend: str, cuda_graph: bool, why
         return None
 
 
-def cpu_choice(scene: str = "iterative") -> tuple[str, str]:
+def cpu_choice(scene: str = "iterative", live: bool = False) -> tuple[str, str]:
     """(backend, why) for ``auto`` on a CPU: OpenVINO where it is installed on an x86-64 CPU, for
-    an export whose scene is not ``single``; ONNX Runtime otherwise.
+    an export whose scene is not ``single`` and work that is not ``live``; ONNX Runtime otherwise.
 
     Measured side by side on the same export (benchmarks/README.md, "OpenVINO and ONNX Runtime on
     a CPU"): equal 1 x 1 s latency, and OpenVINO's 16 x 10 s throughput 1.3x ONNX Runtime's on a
     2-core AVX-512 Xeon, 1.0x (quiet) to 2.2x (loaded) on a 2-core AMD EPYC. OpenVINO's Resize
     misses the 1e-3 parity bar (1.9e-3) on the ``single`` scene, one interpolation from every frame
-    of a long clip straight to 16. Not measured on ARM, where ONNX Runtime stays.
+    of a long clip straight to 16. Not measured on ARM, where ONNX Runtime stays. ``live``: one
+    window at a time with idle gaps between them (``kwmlp listen``), where a window after an 80 ms
+    gap took 1.62 ms of CPU on ONNX Runtime and 1.98 ms on OpenVINO (warm, back to back: 0.84 and
+    0.74 ms; same AMD EPYC).
     """
+    if live:
+        return "onnxruntime-cpu", "one window at a time: ONNX Runtime measured cheaper per paced window"
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return "onnxruntime-cpu", f"OpenVINO is not measured on {platform.machine()} CPUs"
     if importlib.util.find_spec("openvino") is None:
@@ -146,9 +151,9 @@ def cpu_choice(scene: str = "iterative") -> tuple[str, str]:
     return "openvino", "openvino is installed, and measured faster than ONNX Runtime on x86-64 CPUs"
 
 
-def _open_cpu(onnx_path: str, threads: int | None, any_engine: bool, why: _Reasons) -> Opened:
+def _open_cpu(onnx_path: str, threads: int | None, any_engine: bool, why: _Reasons, live: bool) -> Opened:
     """``auto``'s last step: :func:`cpu_choice` (ONNX Runtime only when ``any_engine`` is False)."""
-    backend, reason = cpu_choice(read_model_info(onnx_path).scene) if any_engine else ("onnxruntime-cpu", "")
+    backend, reason = cpu_choice(read_model_info(onnx_path).scene, live) if any_engine else ("onnxruntime-cpu", "")
     if backend == "openvino":
         try:
             return _open_openvino(onnx_path, threads)
@@ -174,12 +179,13 @@ def _gpu_provider_absent(name: str, available: list[str]) -> str | None:
     return None
 
 
-def _first_ort(onnx_path: str, device: str, threads: int | None, why: _Reasons, any_engine: bool = True) -> Opened:
+def _first_ort(onnx_path: str, device: str, threads: int | None, why: _Reasons, any_engine: bool = True,
+               live: bool = False) -> Opened:
     """The first ONNX Runtime GPU provider that starts, in ``auto``'s order, then the CPU step."""
     available = ortb.available_providers()
     for name in _ort_order(device):
         if name == "onnxruntime-cpu":
-            return _open_cpu(onnx_path, threads, any_engine, why)
+            return _open_cpu(onnx_path, threads, any_engine, why, live)
         absent = _gpu_provider_absent(name, available)
         if absent:
             why.absent.append(absent)
@@ -232,8 +238,9 @@ def explain_auto(path: str, device: str = "auto") -> Choice:
 
 
 def open_model(path: str, backend: str = "auto", device: str = "auto", threads: int | None = None,
-               cuda_graph: bool = False) -> Opened:
-    """Open ``path`` (an ``.onnx`` export or a ``.engine`` from ``kwmlp build``) as asked."""
+               cuda_graph: bool = False, live: bool = False) -> Opened:
+    """Open ``path`` (an ``.onnx`` export or a ``.engine`` from ``kwmlp build``) as asked; ``live``
+    tunes ``auto``'s CPU step for one window at a time (:func:`cpu_choice`)."""
     backend, device = _check_choice(backend, device)
     require_file(path)
     why = _Reasons()
@@ -244,7 +251,7 @@ def open_model(path: str, backend: str = "auto", device: str = "auto", threads: 
     if opened is None and backend not in ("auto", "onnxruntime", "tensorrt"):
         opened = _open_ort(onnx_path, backend, threads, forced=True)
     if opened is None:
-        opened = _first_ort(onnx_path, device, threads, why, any_engine=backend != "onnxruntime")
+        opened = _first_ort(onnx_path, device, threads, why, any_engine=backend != "onnxruntime", live=live)
     return _announce(opened, why)
 
 

@@ -135,6 +135,7 @@ def test_auto_rule_on_a_cpu(monkeypatch, machine, installed, want):
     backend, why = loader.cpu_choice()
     assert backend == want and why
     assert loader.cpu_choice("single")[0] == "onnxruntime-cpu"  # OpenVINO's Resize misses the parity bar there
+    assert loader.cpu_choice(live=True)[0] == "onnxruntime-cpu"  # cheaper per paced window
 
 
 @needs_openvino
@@ -146,14 +147,14 @@ def test_auto_falls_back_to_onnxruntime_when_openvino_fails(monkeypatch, random_
     def broken(*a, **k):
         raise KwmlpError("OpenVINO could not load it (test)")
 
-    monkeypatch.setattr(loader, "cpu_choice", lambda scene: ("openvino", "test"))
+    monkeypatch.setattr(loader, "cpu_choice", lambda scene, live=False: ("openvino", "test"))
     monkeypatch.setattr(openvino_backend, "OvRunner", broken)
     with caplog.at_level(logging.INFO, logger="kwmlp"):
         e = Embedder(random_exported())
     assert e.backend == "onnxruntime-cpu"
     assert "running random.onnx on onnxruntime-cpu (openvino: OpenVINO could not load it (test))" in caplog.text
     # backend="onnxruntime" never runs OpenVINO
-    monkeypatch.setattr(loader, "cpu_choice", lambda scene: pytest.fail("asked for onnxruntime"))
+    monkeypatch.setattr(loader, "cpu_choice", lambda scene, live=False: pytest.fail("asked for onnxruntime"))
     assert Embedder(random_exported(), backend="onnxruntime").backend == "onnxruntime-cpu"
 
 
@@ -161,7 +162,7 @@ def test_explain_auto_says_what_would_run_without_opening_it(monkeypatch, random
     from kwmlp.runtime import loader
 
     monkeypatch.setattr(loader.ortb, "OrtRunner", lambda *a, **k: pytest.fail("a session was opened"))
-    monkeypatch.setattr(loader, "cpu_choice", lambda scene: ("openvino", "because (test)"))
+    monkeypatch.setattr(loader, "cpu_choice", lambda scene, live=False: ("openvino", "because (test)"))
     choice = loader.explain_auto(random_exported())
     assert choice.backend == "openvino" and choice.reasons[-1] == "because (test)"
     monkeypatch.setattr(loader.ortb, "available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
@@ -189,3 +190,13 @@ def test_openvino_single_scene_error_is_bounded(exported):
     r = Embedder(exported(scene="single"), backend="openvino").embed(z["audio"])
     assert max_abs(r.timestamp_embeddings, z["timestamp_embeddings"]) <= TOL
     assert max_abs(r.scene_embeddings, z["scene_single"]) <= 5e-3
+
+
+@needs_openvino
+def test_live_work_runs_onnxruntime_where_batches_run_openvino(monkeypatch, random_exported):
+    from kwmlp.runtime import Embedder, loader
+
+    monkeypatch.setattr(loader.platform, "machine", lambda: "x86_64")
+    path = random_exported()
+    assert Embedder(path).backend == "openvino"
+    assert Embedder(path, live=True).backend == "onnxruntime-cpu"

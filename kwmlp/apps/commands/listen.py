@@ -107,7 +107,7 @@ def run(args) -> int:
         fmt, blocks = PcmFormat("f32le", args.rate, args.channels), None
     else:
         fmt, blocks = PcmFormat("f32le", 16000, 1), _file_blocks(args.source, args.realtime)
-    spotter = LiveSpotter(Embedder(args.model, threads=args.threads), rate=fmt.rate, channels=fmt.channels, **options)
+    spotter = LiveSpotter(Embedder(args.model, threads=args.threads, live=True), rate=fmt.rate, channels=fmt.channels, **options)
     try:
         for block in (blocks if blocks is not None else _microphone(args, fmt)):
             for d in spotter.feed(block):

@@ -36,7 +36,7 @@ def run(args) -> int:
     require_wyoming()  # before the model loads
     options = detector_options(args)
     keywords = tuple(options.pop("keywords") or KEYWORDS)
-    embedder = Embedder(args.model, threads=args.threads)
+    embedder = Embedder(args.model, threads=args.threads, live=True)
     LiveSpotter(embedder, keywords=keywords, **options)  # bad options: one line now, not per connection
     asyncio.run(serve(args.uri, embedder, options, keywords))
     return 0
