@@ -1,0 +1,42 @@
+"""Issue 11, data loss: nothing the user had is lost (triton-repo, export, --skip-existing, download)."""
+
+import os
+
+import numpy as np
+import pytest
+
+from kwmlp.apps.cli import main
+
+
+# --- 1. triton-repo replaces only a model folder it wrote -----------------------------------
+
+def test_triton_repo_keeps_a_folder_it_did_not_write(random_exported, tmp_path, capsys):
+    pytest.importorskip("tritonclient.grpc")
+    mine = tmp_path / "tr" / "kwmlp" / "mine.txt"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("x")
+    assert main(["triton-repo", random_exported(), "-o", str(tmp_path / "tr")]) == 1
+    assert mine.read_text() == "x"
+    err = capsys.readouterr().err
+    assert "not a model folder written by `kwmlp triton-repo`" in err and len(err.strip().splitlines()) == 1
+
+
+def test_triton_repo_name_pointing_at_the_exports_folder(random_exported, tmp_path):
+    pytest.importorskip("tritonclient.grpc")
+    folder = os.path.dirname(random_exported())
+    before = sorted(os.listdir(folder))
+    assert main(["triton-repo", random_exported(), "-o", os.path.dirname(folder),
+                 "--name", os.path.basename(folder)]) == 1
+    assert sorted(os.listdir(folder)) == before
+    assert main(["triton-repo", random_exported(), "-o", str(tmp_path), "--name", "../x"]) == 1
+
+
+def test_triton_repo_replaces_its_own_folder(random_exported, tmp_path):
+    pytest.importorskip("tritonclient.grpc")
+    repo = tmp_path / "tr"
+    assert main(["triton-repo", random_exported(), "-o", str(repo)]) == 0
+    assert main(["triton-repo", random_exported(), "-o", str(repo), "--backend", "python"]) == 0
+    assert (repo / "kwmlp" / "1" / "model.py").is_file()
+    (repo / "kwmlp" / "1" / "notes.txt").write_text("mine")  # now it holds a file of the user's
+    assert main(["triton-repo", random_exported(), "-o", str(repo)]) == 1
+    assert (repo / "kwmlp" / "1" / "notes.txt").read_text() == "mine"
