@@ -40,3 +40,43 @@ def test_triton_repo_replaces_its_own_folder(random_exported, tmp_path):
     (repo / "kwmlp" / "1" / "notes.txt").write_text("mine")  # now it holds a file of the user's
     assert main(["triton-repo", random_exported(), "-o", str(repo)]) == 1
     assert (repo / "kwmlp" / "1" / "notes.txt").read_text() == "mine"
+
+
+# --- 2. export never overwrites its input or another export's keyword graph -----------------
+
+def _one_line_error(capsys, *words):
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and all(w in err for w in words), err
+    return err
+
+
+def test_export_refuses_its_own_input(random_checkpoint, tmp_path, capsys):
+    ckpt = tmp_path / "kwmlp.pth"
+    ckpt.write_bytes(open(random_checkpoint, "rb").read())
+    assert main(["export", str(ckpt), "-o", str(ckpt)]) == 1
+    _one_line_error(capsys, ".onnx")
+    renamed = tmp_path / "weights.onnx"  # a checkpoint whose name ends in .onnx
+    os.replace(ckpt, renamed)
+    assert main(["export", str(renamed), "-o", str(renamed)]) == 1
+    _one_line_error(capsys, "overwrite the checkpoint")
+    assert open(renamed, "rb").read() == open(random_checkpoint, "rb").read()
+
+
+def test_export_refuses_a_keywords_companion_name(random_checkpoint, random_exported, tmp_path, capsys):
+    from kwmlp.artifact import keywords_path_for
+
+    kw = keywords_path_for(random_exported())
+    before = open(kw, "rb").read()
+    assert main(["export", random_checkpoint, "-o", kw]) == 1
+    _one_line_error(capsys, "keyword graph of another export")
+    assert open(kw, "rb").read() == before
+
+
+def test_export_to_a_folder_is_a_clear_error(random_checkpoint, tmp_path, capsys):
+    out = tmp_path / "m"
+    out.mkdir()
+    assert main(["export", random_checkpoint, "-o", str(out) + "/"]) == 1
+    _one_line_error(capsys, "is a folder")
+    assert main(["export", random_checkpoint, "-o", str(out)]) == 1
+    _one_line_error(capsys, "is a folder")
+    assert os.listdir(out) == [] and sorted(os.listdir(tmp_path)) == ["m"]
