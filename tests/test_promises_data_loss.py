@@ -80,3 +80,21 @@ def test_export_to_a_folder_is_a_clear_error(random_checkpoint, tmp_path, capsys
     assert main(["export", random_checkpoint, "-o", str(out)]) == 1
     _one_line_error(capsys, "is a folder")
     assert os.listdir(out) == [] and sorted(os.listdir(tmp_path)) == ["m"]
+
+
+# --- 3. --skip-existing skips only outputs made from the same audio and model ---------------
+
+@pytest.mark.parametrize("fmt", ["npz", "npy"])
+def test_skip_existing_redoes_outputs_of_other_audio(random_exported, tmp_path, capsys, fmt):
+    sf = pytest.importorskip("soundfile")
+    src, out = tmp_path / "clip.wav", tmp_path / "out"
+    rng = np.random.default_rng(0)
+    sf.write(src, 0.1 * rng.standard_normal(16000).astype(np.float32), 16000)
+    args = ["embed", random_exported(), str(src), "-o", str(out), "--format", fmt, "--skip-existing"]
+    assert main(args) == 0
+    scene = lambda: np.load(out / "clip.npz")["scene_embedding"] if fmt == "npz" else np.load(out / "clip" / "scene_embedding.npy")
+    first = scene()
+    assert main(args) == 0 and "1 skipped" in capsys.readouterr().out  # same audio: skipped
+    sf.write(src, 0.1 * rng.standard_normal(24000).astype(np.float32), 16000)  # other audio, same name
+    assert main(args) == 0
+    assert "skipped" not in capsys.readouterr().out and not np.array_equal(scene(), first)
