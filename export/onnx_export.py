@@ -116,7 +116,7 @@ def export_checkpoint(checkpoint: str, out_path: str, options: ExportOptions = E
     options.check()
     kw_path = check_output(os.fspath(checkpoint), os.fspath(out_path))
     state = ck.read_state_dict(checkpoint)
-    dims = ck.dims_of(state, options.depth)
+    dims = ck.dims_of(state, options.depth, checkpoint)
     weights = {k: v.detach().cpu().double().numpy() for k, v in state.items()}
     emb, kw = build_models(weights, dims, options, ck.sha256_file(checkpoint), os.path.basename(kw_path))
     write_bytes_atomic(kw_path, kw.SerializeToString())

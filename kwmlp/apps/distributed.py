@@ -61,8 +61,8 @@ def _decode(row: dict) -> dict:
            "audio": np.zeros(0, np.float32)}
     try:
         header = audio.info(row["path"])
-        out["audio"] = audio.load(row["path"])
-        out["sample_rate_in"], out["duration_s"] = header.sample_rate, header.duration_s
+        out["audio"], frames = audio.decode(row["path"])
+        out["sample_rate_in"], out["duration_s"] = header.sample_rate, frames / header.sample_rate
     except KwmlpError as e:
         out["error"] = str(e)
     except OSError as e:

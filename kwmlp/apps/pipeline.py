@@ -129,10 +129,15 @@ class _Decoded:
     job: Job
     header: audio.AudioInfo | None = None
     blocks: list[np.ndarray] = field(default_factory=list)
+    frames: int | None = None  # decoded, at the file's rate: the header's count may be wrong
+
+    @property
+    def duration_s(self) -> float:
+        return self.header.duration_s if self.frames is None else self.frames / self.header.sample_rate
 
 
 def _decode(jobs: list[Job], out: queue.Queue, stop: threading.Event, block_seconds: float) -> None:
-    """Producer thread: ("begin", job, header), ("data", job, block)..., ("end", job, None) or
+    """Producer thread: ("begin", job, header), ("data", job, block)..., ("end", job, frames decoded) or
     ("error", job, message) per file, then None (after ("crash", None, exception) if it failed)."""
 
     def put(item) -> bool:
@@ -149,10 +154,15 @@ def _decode(jobs: list[Job], out: queue.Queue, stop: threading.Event, block_seco
             try:
                 if not put(("begin", job, audio.info(job.path))):
                     return
-                for block in audio.read_blocks(job.path, block_seconds):
+                blocks = audio.read_blocks(job.path, block_seconds)
+                while True:
+                    try:
+                        block = next(blocks)
+                    except StopIteration as end:  # its value: the frames decoded
+                        put(("end", job, end.value))
+                        break
                     if not put(("data", job, block)):
                         return
-                put(("end", job, None))
             except KwmlpError as e:
                 put(("error", job, str(e)))
             except OSError as e:
@@ -211,13 +221,12 @@ def result_arrays(r, sample_rate_in: int, duration_s: float) -> dict[str, np.nda
 
 
 def _finish(item: _Decoded, r) -> Outcome:
-    h = item.header
-    arrays = result_arrays(r, h.sample_rate, h.duration_s)
+    arrays = result_arrays(r, item.header.sample_rate, item.duration_s)
     try:
         write_result(item.job, arrays)
     except OSError as e:
         return Outcome(item.job, f"{item.job.output}: cannot write ({e.strerror or e})")
-    return Outcome(item.job, seconds=h.duration_s)
+    return Outcome(item.job, seconds=item.duration_s)
 
 
 def embed_files(
@@ -266,6 +275,8 @@ def _consume(embedder, q: queue.Queue, batcher: _Batcher) -> Iterator[Outcome]:
         if item is None or item.job is not job:  # the rest of a file that already failed
             continue
         try:
+            if kind == "end":
+                item.frames = payload
             if kind == "data" and stream is not None:
                 stream.feed(payload)
             elif kind == "data":
