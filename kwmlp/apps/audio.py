@@ -207,9 +207,9 @@ def _check_length(f, decoded: int, path: str) -> None:
     # MP3 headers give an estimate; 2**62 and more is libsndfile's "unknown"
     differs = decoded != f.frames and f.format != "MPEG" and f.frames < 1 << 62
     if differs or damage:
-        why = f"; {damage[0]}" if damage else ""
-        log.warning("%s: damaged or truncated: decoded %d frames (%.3f s), the header says %d%s; using what decoded",
-                    path, decoded, decoded / f.samplerate, f.frames, why)
+        why = f", where the header says {f.frames}" if differs else f" (libsndfile: {damage[0]})"
+        log.warning("%s: damaged or truncated: decoded %d frames (%.3f s)%s; using what decoded",
+                    path, decoded, decoded / f.samplerate, why)
 
 
 def read_blocks(path: str | os.PathLike, block_seconds: float = BLOCK_SECONDS, pcm: PcmFormat | None = None,
