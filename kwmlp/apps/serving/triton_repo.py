@@ -28,8 +28,9 @@ _ORT_TYPES = {"tensor(float)": "TYPE_FP32", "tensor(float16)": "TYPE_FP16", "ten
 PYTHON_MODEL = os.path.join(os.path.dirname(__file__), "triton_python_model.py")
 CONFIG = "config.pbtxt"
 VERSION = "1"
-# What _write_model puts in a model folder: a folder holding anything else is not ours to replace.
-_VERSION_FILES = {"model.onnx", "model.plan", "model.py"}
+# What _write_model puts in a model folder (and the bytecode Triton's Python backend may leave
+# beside model.py): a folder holding anything else is not ours to replace.
+_VERSION_FILES = {"model.onnx", "model.plan", "model.py", "__pycache__"}
 
 
 @dataclass(frozen=True)
