@@ -192,3 +192,12 @@ def test_a_fifo_is_read_as_a_stream(random_exported, tmp_path, capsys):
     out = capsys.readouterr().out
     assert main(["classify", random_exported(), str(path)]) == 0
     assert out.split("  ", 1)[1] == capsys.readouterr().out.split("  ", 1)[1]
+
+
+def test_dev_stdin_is_read_as_a_stream(random_exported, tmp_path):
+    path = tmp_path / "a.wav"
+    sf.write(path, _noise(1.2), 16000)
+    want = _kwmlp("classify", random_exported(), str(path), stdin=b"")
+    got = _kwmlp("classify", random_exported(), "/dev/stdin", stdin=path.read_bytes())
+    assert got.returncode == 0, got.stderr
+    assert got.stdout.split(b"  ", 1)[1] == want.stdout.split(b"  ", 1)[1]
