@@ -127,7 +127,11 @@ def test_huge_float_wav_fails_the_cli(random_exported, tmp_path, capsys):
     from kwmlp.apps.cli import main
 
     sf.write(tmp_path / "loud.wav", np.full(16000, 1e20, np.float32), 16000, subtype="FLOAT")
-    assert main(["embed", random_exported(), str(tmp_path / "loud.wav"), "-o", str(tmp_path / "o"), "-q"]) == 1
-    assert "values up to 1e+20" in capsys.readouterr().err and not (tmp_path / "o" / "loud.npz").exists()
+    sf.write(tmp_path / "quiet.wav", np.full(16000, 0.1, np.float32), 16000, subtype="FLOAT")  # same batch
+    assert main(["embed", random_exported(), str(tmp_path / "loud.wav"), str(tmp_path / "quiet.wav"),
+                 "-o", str(tmp_path / "o"), "-q"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "loud.wav: the audio has values up to 1e+20" in err and len(err.splitlines()) == 1  # quiet.wav is fine
+    assert not (tmp_path / "o" / "loud.npz").exists() and (tmp_path / "o" / "quiet.npz").exists()
     assert main(["spot", random_exported(), str(tmp_path / "loud.wav"), "--threshold", "0"]) == 1
     assert "values up to 1e+20" in capsys.readouterr().err

@@ -23,6 +23,7 @@ from kwmlp.apps import audio
 from kwmlp.dims import SAMPLE_RATE, num_chunks
 from kwmlp.errors import KwmlpError
 from kwmlp.fileio import atomic_path, sha256_file
+from kwmlp.runtime.inputs import as_clip
 
 FORMATS = ("npz", "npy")
 FIELDS = ("timestamp_embeddings", "timestamps", "scene_embedding", "sample_rate_in", "duration_s")
@@ -284,7 +285,8 @@ def _consume(embedder, q: queue.Queue, batcher: _Batcher) -> Iterator[Outcome]:
             elif stream is not None:
                 yield _finish(item, stream.finish())
             else:
-                yield from batcher.add(item, np.concatenate(item.blocks))
+                # checked here, per file: a clip refused inside a batch would fail the batch's other files
+                yield from batcher.add(item, as_clip(np.concatenate(item.blocks), "the audio"))
         except KwmlpError as e:
             item, stream = None, None
             yield Outcome(job, f"{job.path}: {e}")
