@@ -33,6 +33,10 @@ def _as_array(audio, what: str) -> np.ndarray:
     else:
         if is_clip_list(audio):
             audio = [_checked_dtype(np.asarray(a), f"{what}[{i}]") for i, a in enumerate(audio)]
+        elif isinstance(audio, (list, tuple)):  # one clip as numbers: numpy integers are PCM too
+            for i, a in enumerate(audio):
+                if isinstance(a, (np.ndarray, np.generic)):
+                    _checked_dtype(np.asarray(a), f"{what}[{i}]")
             if len({np.shape(a) for a in audio}) > 1:
                 raise KwmlpError(f"{what} is a list of arrays of different shapes "
                                  f"({', '.join(str(np.shape(a)) for a in audio[:3])}...); pass equal lengths")
