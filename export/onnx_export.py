@@ -17,7 +17,7 @@ import onnx
 from onnx import helper
 
 import kwmlp
-from kwmlp.artifact import LAYOUT_EMBEDDINGS, LAYOUT_KEYWORDS, ModelInfo, keywords_path_for
+from kwmlp.artifact import LAYOUT_EMBEDDINGS, LAYOUT_KEYWORDS, ONNX_SUFFIX, ModelInfo, is_keywords_file, keywords_path_for
 from kwmlp.dims import ModelDims
 from kwmlp.errors import KwmlpError, missing_extra
 from kwmlp.export import graph
@@ -82,6 +82,28 @@ def build_models(
     return emb, kw
 
 
+def _same_file(a: str, b: str) -> bool:
+    return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
+
+
+def check_output(checkpoint: str, out_path: str) -> str:
+    """Refuse an output path that would overwrite the input or another export's keyword graph, or
+    that is a folder; returns the keyword graph's path beside it."""
+    if out_path.endswith(("/", os.sep)) or os.path.isdir(out_path):
+        raise KwmlpError(f"-o {out_path} is a folder; give the file to write, e.g. "
+                         f"{os.path.join(out_path, 'kwmlp' + ONNX_SUFFIX)}")
+    if not out_path.endswith(ONNX_SUFFIX):
+        raise KwmlpError(f"the export is an ONNX file: name the output {ONNX_SUFFIX}, got {out_path}")
+    if is_keywords_file(out_path):
+        raise KwmlpError(f"{out_path} is named like the keyword graph of another export (NAME.keywords.onnx); "
+                         "choose another output name")
+    kw_path = keywords_path_for(out_path)
+    for path in (out_path, kw_path):
+        if _same_file(path, checkpoint):
+            raise KwmlpError(f"writing {path} would overwrite the checkpoint {checkpoint} being exported")
+    return kw_path
+
+
 def export_checkpoint(checkpoint: str, out_path: str, options: ExportOptions = ExportOptions()) -> tuple[str, str]:
     """Export ``checkpoint`` (original HEAR format) to ``out_path`` and its ``.keywords.onnx`` sibling.
 
@@ -92,10 +114,10 @@ def export_checkpoint(checkpoint: str, out_path: str, options: ExportOptions = E
     except ImportError as e:
         raise missing_extra("torch", "export", "exporting") from e
     options.check()
+    kw_path = check_output(os.fspath(checkpoint), os.fspath(out_path))
     state = ck.read_state_dict(checkpoint)
-    dims = ck.dims_of(state, options.depth)
+    dims = ck.dims_of(state, options.depth, checkpoint)
     weights = {k: v.detach().cpu().double().numpy() for k, v in state.items()}
-    kw_path = keywords_path_for(out_path)
     emb, kw = build_models(weights, dims, options, ck.sha256_file(checkpoint), os.path.basename(kw_path))
     write_bytes_atomic(kw_path, kw.SerializeToString())
     write_bytes_atomic(out_path, emb.SerializeToString())

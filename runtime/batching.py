@@ -8,20 +8,14 @@ from typing import Callable
 import numpy as np
 
 from kwmlp.dims import HOP_LENGTH, num_chunks
-from kwmlp.errors import KwmlpError
-from kwmlp.runtime.inputs import as_audio_batch, is_clip_list
+from kwmlp.runtime.inputs import as_audio_batch, as_clips, is_clip_list
 from kwmlp.runtime.result import EmbeddingResult
 
 
 def embed_clips(clips, embed_batch: Callable[[np.ndarray], EmbeddingResult]) -> list[EmbeddingResult]:
     """Embed a list of 1-D clips with ``embed_batch((B, L) float32) -> EmbeddingResult``;
     returns one result per clip, without a batch axis, timestamps cut to its own ``L // 160``."""
-    arrays = []
-    for i, c in enumerate(clips):
-        a, squeeze = as_audio_batch(c, f"clip {i}")
-        if not squeeze:
-            raise KwmlpError(f"clip {i} must be 1-D, got shape {np.shape(c)}")
-        arrays.append(a[0])
+    arrays = as_clips(clips)
     groups: dict[int, list[int]] = {}
     for i, a in enumerate(arrays):
         groups.setdefault(num_chunks(len(a)), []).append(i)

@@ -23,7 +23,9 @@ from typing import Callable
 import numpy as np
 
 from kwmlp.dims import CHUNK_SAMPLES, FRAMES_PER_CHUNK, HOP_LENGTH, PAD_AFTER, PAD_BEFORE, num_chunks, num_full_frames
+from kwmlp.errors import KwmlpError
 from kwmlp.runtime import scene as scenes
+from kwmlp.runtime.inputs import as_clip
 from kwmlp.runtime.result import EmbeddingResult
 
 
@@ -54,10 +56,13 @@ class ClipStream:
         self._base = 0  # clip index of the first pending sample: 16000 (a - 1), or 0 while a == 0
         self._chunk = 0  # a: the first padded chunk whose frames are not yet computed
         self._frames: list[np.ndarray] = []
+        self._finished = False
         self.num_samples = 0
 
     def feed(self, samples: np.ndarray) -> None:
-        """Append float32 ``(n,)`` samples (already checked: finite, 16 kHz, mono)."""
+        """Append floating ``(n,)`` samples at 16 kHz, mono (checked like ``Embedder.embed``'s input)."""
+        self._check_open()
+        samples = as_clip(samples, "samples", allow_empty=True)
         self.num_samples += len(samples)
         self._pending.append(samples)
         self._pending_len += len(samples)
@@ -94,8 +99,16 @@ class ClipStream:
         self._pending_len = len(self._pending[0])
         self._base, self._chunk = keep_from, b
 
+    def _check_open(self) -> None:
+        if self._finished:
+            raise KwmlpError("this stream is finished: a ClipStream embeds one clip; start another with stream()")
+
     def finish(self) -> EmbeddingResult:
-        """The clip's :class:`~kwmlp.runtime.EmbeddingResult`, without a batch axis."""
+        """The clip's :class:`~kwmlp.runtime.EmbeddingResult`, without a batch axis (once per stream)."""
+        self._check_open()
+        if not self.num_samples:
+            raise KwmlpError("the stream has no samples: feed the clip before finish()")
+        self._finished = True
         s = num_chunks(self.num_samples)
         self._run_block(s, final=True)
         full = np.empty((num_full_frames(self.num_samples), self._frames[0].shape[1]), np.float32)

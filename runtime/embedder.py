@@ -28,6 +28,8 @@ DEFAULT_BLOCK_SECONDS = 64
 # One-second chunks per call on a runner that wants cache-sized calls (the CPU): measured on 2
 # cores, 16 x 10 s clips ran 13% faster in calls of 2 clips than in one call.
 CHUNKS_PER_RUN = 24
+# More intra-op threads than this only oversubscribe the cores (100000 never got going).
+MAX_THREADS = 4 * (os.cpu_count() or 1)
 
 
 class Embedder:
@@ -47,7 +49,8 @@ class Embedder:
     device : str
         ``"auto"``, ``"cpu"`` (CPU backends only) or ``"cuda"`` (GPU backends only).
     threads : int, optional
-        Threads for ONNX Runtime or OpenVINO on the CPU (default: physical cores; OpenVINO's own default).
+        Threads for ONNX Runtime or OpenVINO on the CPU, 1 to 4 per core (default: physical cores;
+        OpenVINO's own default).
     block_seconds : int, optional
         Embed clips longer than this in blocks of this many seconds, in bounded memory, with
         results equal to the whole clip at once. Default: 64 s (or the model's ``max_seconds``,
@@ -70,6 +73,8 @@ class Embedder:
         model_path = os.fspath(model_path)
         if block_seconds is not None and block_seconds < 1:
             raise KwmlpError(f"block_seconds must be at least 1, got {block_seconds}")
+        if threads is not None and not 1 <= threads <= MAX_THREADS:
+            raise KwmlpError(f"threads must be in [1, {MAX_THREADS}] (4 per CPU core here), got {threads}")
         self.model_path = model_path
         self.threads = threads
         self.block_seconds = block_seconds

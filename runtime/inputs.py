@@ -1,25 +1,78 @@
-"""Checking and normalising what users pass in: numpy float32, finite, of the right rank."""
+"""Checking and normalising what users pass in: numpy float32, finite, bounded, of the right rank.
+
+One check serves every entry point (``embed``, ``keyword_logits``, ``chunk_embeddings``,
+``classify``, ``spot``, ``spot_stream`` and ``stream().feed``), so the rules are the same
+everywhere, for arrays and for each element of a list:
+
+- samples are floating point: integer PCM is refused rather than used unscaled;
+- finite, and at most :data:`MAX_ABS_SAMPLE` in magnitude (beyond it the front end's float32
+  power spectrum overflows and every embedding would be NaN);
+- a clip has at least one sample; a ``(samples, channels)`` array is refused, not taken for a
+  batch of tiny clips.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from kwmlp.dims import CHUNK_SAMPLES
+from kwmlp.dims import CHUNK_SAMPLES, HOP_LENGTH
 from kwmlp.errors import KwmlpError
 
+# The front end squares each DFT bin in float32: a bin is at most sum(hann window) = 240 times the
+# largest |sample|, so its power overflows float32 (3.4e38) from |x| = 1.8e19 / 240 = 7.7e16 on
+# (and the mel sums, weights under 0.07 in all, come after). 1e15 keeps a factor of 5900 below that
+# in power. Audio is expected in [-1, 1]; louder audio up to this bound embeds as it always did.
+MAX_ABS_SAMPLE = 1e15
 
-def as_audio_batch(audio, what: str = "audio") -> tuple[np.ndarray, bool]:
-    """``(L,)`` or ``(B, L)`` floating audio -> ``(B, L)`` float32, and whether the input was 1-D."""
+
+def _as_array(audio, what: str) -> np.ndarray:
+    """``audio`` as a numpy array of checked dtype; a list of clips is checked clip by clip first,
+    so that an int16 clip among float ones is refused rather than converted."""
     if isinstance(audio, np.ndarray):
         x = audio
     else:
+        if is_clip_list(audio):
+            audio = [_checked_dtype(np.asarray(a), f"{what}[{i}]") for i, a in enumerate(audio)]
+        elif isinstance(audio, (list, tuple)):  # one clip as numbers: numpy integers are PCM too
+            for i, a in enumerate(audio):
+                if isinstance(a, (np.ndarray, np.generic)):
+                    _checked_dtype(np.asarray(a), f"{what}[{i}]")
+            if len({np.shape(a) for a in audio}) > 1:
+                raise KwmlpError(f"{what} is a list of arrays of different shapes "
+                                 f"({', '.join(str(np.shape(a)) for a in audio[:3])}...); pass equal lengths")
         try:
             x = np.asarray(audio)
         except (ValueError, TypeError) as e:
             raise KwmlpError(f"{what} must be a numpy array of samples, got {type(audio).__name__}") from e
+    return _checked_dtype(x, what)
+
+
+def _checked_dtype(x: np.ndarray, what: str) -> np.ndarray:
     if x.dtype.kind != "f":
         hint = " (scale integer PCM to [-1, 1] first)" if x.dtype.kind in "iu" else ""
         raise KwmlpError(f"{what} must be floating point, got dtype {x.dtype}{hint}")
+    return x
+
+
+def _checked_values(x: np.ndarray, what: str) -> np.ndarray:
+    """float32, contiguous, finite and within :data:`MAX_ABS_SAMPLE`."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if not x.size:
+        return x
+    peak = float(np.max(np.abs(x)))  # NaN when any sample is NaN
+    if not np.isfinite(peak):
+        where = np.argwhere(~np.isfinite(x))[0]
+        at = f"batch {where[0]}, sample {where[1]}" if x.ndim == 2 else f"sample {where[-1]}"
+        raise KwmlpError(f"{what} contains NaN or Inf (first at {at})")
+    if peak > MAX_ABS_SAMPLE:
+        raise KwmlpError(f"{what} has values up to {peak:.0e}; audio is expected in [-1, 1] (the largest accepted "
+                         f"magnitude is {MAX_ABS_SAMPLE:.0e}): scale it first")
+    return x
+
+
+def as_audio_batch(audio, what: str = "audio") -> tuple[np.ndarray, bool]:
+    """``(L,)`` or ``(B, L)`` floating audio -> ``(B, L)`` float32, and whether the input was 1-D."""
+    x = _as_array(audio, what)
     if x.ndim not in (1, 2):
         raise KwmlpError(f"{what} must have shape (samples,) or (batch, samples), got shape {x.shape}")
     squeeze = x.ndim == 1
@@ -28,11 +81,30 @@ def as_audio_batch(audio, what: str = "audio") -> tuple[np.ndarray, bool]:
         raise KwmlpError(f"{what} is an empty batch (shape {x.shape})")
     if x.shape[1] == 0:
         raise KwmlpError(f"{what} has no samples (shape {x.shape})")
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    if not np.isfinite(x).all():
-        b, i = np.argwhere(~np.isfinite(x))[0]
-        raise KwmlpError(f"{what} contains NaN or Inf (first at batch {b}, sample {i})")
-    return x, squeeze
+    if x.shape[1] < HOP_LENGTH < x.shape[0]:
+        raise KwmlpError(
+            f"{what} has shape {x.shape}, {x.shape[0]} clips of {x.shape[1]} samples: that looks like (samples, "
+            f"channels) audio as soundfile.read returns it; mix it down first (x.mean(axis=1)) or pass (batch, samples)")
+    return _checked_values(x, what), squeeze
+
+
+def as_clip(audio, what: str = "audio", allow_empty: bool = False) -> np.ndarray:
+    """One clip of floating samples ``(n,)`` -> float32 ``(n,)``; empty only where ``allow_empty``
+    (a piece of a stream)."""
+    x = _as_array(audio, what)
+    if x.ndim != 1:
+        hint = "; mix channels down first (x.mean(axis=1))" if x.ndim == 2 and x.shape[1] < x.shape[0] else ""
+        raise KwmlpError(f"{what} must be 1-D samples, got shape {x.shape}{hint}")
+    if not len(x) and not allow_empty:
+        raise KwmlpError(f"{what} has no samples")
+    return _checked_values(x, what)
+
+
+def as_clips(clips, what: str = "clips") -> list[np.ndarray]:
+    """A list or tuple of clips, each checked by :func:`as_clip`."""
+    if not isinstance(clips, (list, tuple)):
+        raise KwmlpError(f"{what} must be a list of 1-D clips, got {type(clips).__name__}")
+    return [as_clip(c, f"clip {i}") for i, c in enumerate(clips)]
 
 
 def as_windows(windows) -> np.ndarray:

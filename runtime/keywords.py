@@ -11,6 +11,7 @@ class with most windows. Unlike the original, audio shorter than the window stil
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -18,6 +19,7 @@ import numpy as np
 
 from kwmlp.dims import CHUNK_SAMPLES, KEYWORDS, SAMPLE_RATE
 from kwmlp.errors import KwmlpError
+from kwmlp.runtime.inputs import as_clip, as_clips
 
 MODES = ("multi", "max", "n_voting")
 
@@ -50,33 +52,61 @@ def one_second(clip: np.ndarray) -> np.ndarray:
     """float32 ``(n,)`` 16 kHz -> ``(16000,)``: a shorter clip centred in zeros (padding split evenly
     before and after, as the keyword set's reference figure was measured), a longer one's loudest
     second (largest sum of squares)."""
-    clip = np.asarray(clip, np.float32)
-    n = len(clip)
-    if n <= CHUNK_SAMPLES:
-        out = np.zeros(CHUNK_SAMPLES, np.float32)
-        before = (CHUNK_SAMPLES - n) // 2
-        out[before : before + n] = clip
-        return out
-    energy = np.concatenate([[0.0], np.cumsum(clip.astype(np.float64) ** 2)])
-    start = int(np.argmax(energy[CHUNK_SAMPLES:] - energy[:-CHUNK_SAMPLES]))
-    return clip[start : start + CHUNK_SAMPLES].copy()
+    return loudest_second([as_clip(clip, "clip")])
+
+
+def _centred(clip: np.ndarray) -> np.ndarray:
+    out = np.zeros(CHUNK_SAMPLES, np.float32)
+    before = (CHUNK_SAMPLES - len(clip)) // 2
+    out[before : before + len(clip)] = clip
+    return out
+
+
+def loudest_second(pieces: Iterable[np.ndarray]) -> np.ndarray:
+    """:func:`one_second` of a clip arriving in pieces (float ``(n,)`` at 16 kHz, e.g. a file read
+    block by block): memory stays one piece plus one second. The first loudest second wins ties."""
+    tail = np.zeros(0, np.float32)  # the last second - 1 samples: windows not yet complete
+    best, best_energy = None, -1.0
+    for i, piece in enumerate(pieces):
+        buf = np.concatenate([tail, as_clip(piece, f"piece {i}", allow_empty=True)])
+        if len(buf) >= CHUNK_SAMPLES:
+            energy = np.concatenate([[0.0], np.cumsum(buf.astype(np.float64) ** 2)])
+            windows = energy[CHUNK_SAMPLES:] - energy[:-CHUNK_SAMPLES]
+            start = int(np.argmax(windows))
+            if windows[start] > best_energy:
+                best, best_energy = buf[start : start + CHUNK_SAMPLES].copy(), windows[start]
+        tail = buf[len(buf) - min(len(buf), CHUNK_SAMPLES - 1) :]
+    if best is not None:
+        return best
+    if not len(tail):
+        raise KwmlpError("the clip has no samples")
+    return _centred(tail)
 
 
 def classify(embedder, clips: list[np.ndarray], top_k: int = 5, batch_size: int = 64) -> list[list[tuple[str, float]]]:
-    """The ``top_k`` (label, probability) pairs of each clip (float32 ``(n,)`` at 16 kHz), best first.
+    """The ``top_k`` (label, probability) pairs of each clip (float ``(n,)`` at 16 kHz), best first.
 
     Each clip is made one second long by :func:`one_second`; windows run in batches.
     """
     if not 1 <= top_k <= len(KEYWORDS):
         raise KwmlpError(f"top_k must be in [1, {len(KEYWORDS)}], got {top_k}")
+    clips = as_clips(clips)
     out = []
     for i in range(0, len(clips), batch_size):
-        windows = np.stack([one_second(c) for c in clips[i : i + batch_size]])
-        probs = softmax(embedder.keyword_logits(windows))
-        for p in probs:
+        windows = np.stack([loudest_second([c]) for c in clips[i : i + batch_size]])
+        for p in keyword_probabilities(embedder, windows):
             best = np.argsort(-p, kind="stable")[:top_k]
             out.append([(KEYWORDS[j], float(p[j])) for j in best])
     return out
+
+
+def keyword_probabilities(embedder, windows: np.ndarray) -> np.ndarray:
+    """float32 ``(W, 16000)`` windows -> ``(W, 35)`` probabilities, in :data:`KEYWORDS` order."""
+    logits = embedder.keyword_logits(windows)
+    if logits.shape[-1] != len(KEYWORDS):
+        raise KwmlpError(f"the model has {logits.shape[-1]} keyword classes; keyword names are known for the "
+                         f"{len(KEYWORDS)} Speech Commands classes only")
+    return softmax(logits)
 
 
 def check_options(window: float, hop: float, threshold: float, mode: str) -> tuple[int, int]:
@@ -84,6 +114,8 @@ def check_options(window: float, hop: float, threshold: float, mode: str) -> tup
         raise KwmlpError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     if not 0.0 <= threshold < 1.0:
         raise KwmlpError(f"threshold must be in [0, 1), got {threshold}")
+    if not (math.isfinite(window) and math.isfinite(hop)):
+        raise KwmlpError(f"window and hop must be finite numbers of seconds, got {window} and {hop}")
     win, step = round(window * SAMPLE_RATE), round(hop * SAMPLE_RATE)
     if win < 1 or step < 1:
         raise KwmlpError(f"window and hop must be positive (at least one sample), got {window} s and {hop} s")
@@ -161,7 +193,7 @@ def spot_stream(
     batch = np.zeros((max(1, batch_size), CHUNK_SAMPLES), np.float32)
 
     def run():
-        probs = softmax(embedder.keyword_logits(batch[: len(starts)]))
+        probs = keyword_probabilities(embedder, batch[: len(starts)])
         found.extend(d for s, p in zip(starts, probs) if (d := decide(s, p, win, threshold)) is not None)
         starts.clear()
 
@@ -172,8 +204,8 @@ def spot_stream(
             if len(starts) == len(batch):
                 run()
 
-    for piece in pieces:
-        take(cutter.feed(piece))
+    for i, piece in enumerate(pieces):
+        take(cutter.feed(as_clip(piece, f"piece {i}", allow_empty=True)))
     take(cutter.finish())
     if starts:
         run()
@@ -191,12 +223,7 @@ def spot(
     (``mode="multi"``); only the most confident one (``"max"``); or one detection for the class
     with most such windows (``"n_voting"``, ties to the earlier class in :data:`KEYWORDS`).
     """
-    audio = np.asarray(audio)
-    if audio.ndim != 1 or audio.dtype.kind != "f":
-        raise KwmlpError(f"audio must be 1-D floating point samples, got shape {audio.shape} and dtype {audio.dtype}")
-    if not np.isfinite(audio).all():
-        raise KwmlpError("audio contains NaN or Inf")
-    return spot_stream(embedder, [audio], window, hop, threshold, mode, batch_size)
+    return spot_stream(embedder, [as_clip(audio, allow_empty=True)], window, hop, threshold, mode, batch_size)
 
 
 def merge(detections: list[Detection]) -> list[Detection]:

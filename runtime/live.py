@@ -19,7 +19,7 @@ from kwmlp.dims import CHUNK_SAMPLES, KEYWORDS, RESAMPLE_QUALITY, SAMPLE_RATE
 from kwmlp.errors import KwmlpError
 from kwmlp.runtime.blocks import frame_times
 from kwmlp.runtime.inputs import as_pcm
-from kwmlp.runtime.keywords import Detection, Windows, check_options, decide, put, softmax
+from kwmlp.runtime.keywords import Detection, Windows, check_options, decide, keyword_probabilities, put
 from kwmlp.runtime.result import EmbeddingResult
 
 __all__ = ["DEFAULTS", "LiveEmbeddings", "LiveSpotter"]
@@ -214,7 +214,7 @@ class LiveSpotter:
         found = []
         for start, samples in windows:
             put(self._window[0], samples)
-            probs = softmax(self.embedder.keyword_logits(self._window))[0]
+            probs = keyword_probabilities(self.embedder, self._window)[0]
             d = self._detector.push(start, probs)
             if d is not None:
                 found.append(d)

@@ -54,7 +54,8 @@ def test_ray_npz_tree_equals_local_cli(local_ray, random_exported, corpus, local
     for g in GOOD:
         with np.load(out / f"{g}.npz") as r, np.load(local_outputs / f"{g}.npz") as l:
             assert set(r.files) == set(l.files)
-            for k in l.files:
+            assert str(r["provenance"]) == str(l["provenance"])  # same source, same model
+            for k in set(l.files) - {"provenance"}:
                 np.testing.assert_allclose(r[k], l[k], rtol=0, atol=1e-5, err_msg=f"{g}: {k}")
 
 

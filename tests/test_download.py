@@ -28,7 +28,7 @@ def serving(data: bytes, fail_after: int | None = None):
 
 def test_download_verifies_and_writes(tmp_path):
     dest = tmp_path / "models" / "kwmlp.pth"
-    assert dl.download("https://x/kwmlp.pth", dest, SHA, opener=serving(PAYLOAD)) is True
+    assert dl.download("https://x/kwmlp.pth", dest, SHA, len(PAYLOAD), opener=serving(PAYLOAD)) is True
     assert dest.read_bytes() == PAYLOAD
     assert dl.download("https://x/kwmlp.pth", dest, SHA, opener=None) is False  # already there: no request
 
@@ -39,7 +39,7 @@ def test_mismatch_is_refused_and_nothing_is_written(tmp_path, previous):
     if previous:
         dest.write_bytes(previous)
     with pytest.raises(KwmlpError, match=f"expected {SHA}; refusing it"):
-        dl.download("https://x/kwmlp.pth", dest, SHA, opener=serving(PAYLOAD + b"tampered"))
+        dl.download("https://x/kwmlp.pth", dest, SHA, len(PAYLOAD) + 8, opener=serving(PAYLOAD + b"tampered"))
     assert [p.name for p in tmp_path.iterdir()] == (["kwmlp.pth"] if previous else [])
     if previous:
         assert dest.read_bytes() == previous
@@ -47,7 +47,7 @@ def test_mismatch_is_refused_and_nothing_is_written(tmp_path, previous):
 
 def test_connection_lost_half_way_leaves_no_file(tmp_path):
     with pytest.raises(KwmlpError, match="Connection reset by peer"):
-        dl.download("https://x/kwmlp.pth", tmp_path / "kwmlp.pth", SHA, opener=serving(PAYLOAD, fail_after=1 << 20))
+        dl.download("https://x/kwmlp.pth", tmp_path / "kwmlp.pth", SHA, len(PAYLOAD), opener=serving(PAYLOAD, fail_after=1 << 20))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -77,10 +77,10 @@ def test_cli_from_a_file_url(checkpoint, tmp_path):
     assert dl.sha256_file(tmp_path / "m" / "kwmlp.pth") == dl.CHECKPOINT_SHA256
 
 
-def test_cli_offline_is_one_line(tmp_path):
+def test_cli_refused_connection_is_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "kwmlp", "download", "--dest", str(tmp_path),
                         "--url", "http://127.0.0.1:9/kwmlp.pth"], capture_output=True, text=True)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and "no network" in lines[0], r.stderr
+    assert len(lines) == 1 and "Connection refused" in lines[0] and "no network" not in lines[0], r.stderr
     assert list(tmp_path.iterdir()) == []

@@ -79,7 +79,7 @@ def test_skip_existing_and_npy_format(random_exported, folder, tmp_path, capsys)
     files = [folder / "a.wav", folder / "sub" / "c.ogg"]
     assert main(["embed", random_exported(), *map(str, files), "-o", str(out), "--format", "npy", "-q"]) == 0
     assert logging.getLogger("kwmlp").level == logging.NOTSET  # -q does not outlive the command
-    fields = sorted(f + ".npy" for f in pipeline.FIELDS)
+    fields = sorted(f + ".npy" for f in (*pipeline.FIELDS, pipeline.PROVENANCE))
     assert sorted(os.listdir(out / "a")) == fields and sorted(os.listdir(out / "c")) == fields
     marker = out / "a" / "scene_embedding.npy"
     np.save(marker, np.zeros(3))

@@ -5,19 +5,33 @@ MP3 with libsndfile >= 1.1) through ``soundfile``; channels are mixed down by av
 resampled to 16 kHz with soxr's high-quality filter. :func:`read_blocks` streams the file
 through ``soxr.ResampleStream``, whose output equals resampling the whole file at once, so a
 long file costs one block of memory.
+
+Standard input (``-``), FIFOs and character devices such as ``/dev/stdin`` are read as streams:
+a WAV/OGG/FLAC/... stream, or raw PCM described by a :class:`PcmFormat`
+(:func:`open_pcm_stream`), e.g. ``arecord -f S16_LE -r 16000 | kwmlp spot MODEL -``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import shutil
+import stat
+import sys
+import tempfile
+import threading
 from dataclasses import dataclass
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 import numpy as np
 
 from kwmlp.dims import RESAMPLE_QUALITY, SAMPLE_RATE
 from kwmlp.errors import KwmlpError
 
+log = logging.getLogger("kwmlp")
+
+STDIN = "-"  # the input name of standard input
 BLOCK_SECONDS = 60.0  # default read block, in seconds of input audio
 
 # File name endings tried when a folder is searched; files named explicitly are always tried.
@@ -59,6 +73,48 @@ class AudioInfo:
         return self.frames / self.sample_rate
 
 
+@dataclass(frozen=True)
+class PcmFormat:
+    """Raw PCM as a stream carries no header: its encoding, rate and channel count."""
+
+    encoding: str  # one of PCM_ENCODINGS
+    rate: int  # Hz
+    channels: int
+
+    def check(self) -> None:
+        if self.encoding not in PCM_ENCODINGS:
+            raise KwmlpError(f"raw PCM format must be one of {', '.join(PCM_ENCODINGS)}, got {self.encoding!r}")
+        if not 1 <= self.rate <= 1_000_000 or not 1 <= self.channels <= 64:
+            raise KwmlpError(f"raw PCM needs a rate in [1, 1000000] Hz and 1 to 64 channels, got {self.rate} Hz "
+                             f"and {self.channels}")
+
+
+# raw encodings read from pipes: numpy dtype and the scale to [-1, 1]
+PCM_ENCODINGS = {"s16le": ("<i2", 32768.0), "f32le": ("<f4", 1.0)}
+
+
+def add_stream_arguments(parser) -> None:
+    """The command-line options that describe raw PCM arriving on standard input or a pipe."""
+    parser.add_argument("--format", dest="pcm_format", choices=tuple(PCM_ENCODINGS), default=None,
+                        help="read - (standard input) and pipes as raw PCM of this encoding (with --rate); "
+                             "without it they must carry a header (WAV, OGG, FLAC, ...)")
+    parser.add_argument("--rate", type=int, default=None, help="raw PCM: sample rate in Hz")
+    parser.add_argument("--channels", type=int, default=1, help="raw PCM: interleaved channels (default 1)")
+
+
+def pcm_format(args) -> PcmFormat | None:
+    """The :class:`PcmFormat` the options of :func:`add_stream_arguments` describe, or None."""
+    if args.pcm_format is None:
+        if args.rate is not None:
+            raise KwmlpError("--rate and --channels describe raw PCM: give --format s16le or f32le too")
+        return None
+    if args.rate is None:
+        raise KwmlpError(f"raw PCM (--format {args.pcm_format}) needs --rate")
+    pcm = PcmFormat(args.pcm_format, args.rate, args.channels)
+    pcm.check()
+    return pcm
+
+
 def _unreadable(path: str, e: Exception) -> KwmlpError:
     reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     # libsndfile's messages repeat the file name: keep only the reason
@@ -66,12 +122,29 @@ def _unreadable(path: str, e: Exception) -> KwmlpError:
     return KwmlpError(f"{path}: cannot read audio ({reason})")
 
 
+def is_stream(path: str) -> bool:
+    """Whether an input is read as a stream: ``-`` (standard input), a FIFO or a character device."""
+    if path == STDIN:
+        return True
+    with contextlib.suppress(OSError):
+        mode = os.stat(path).st_mode
+        return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)
+    return False
+
+
 def _open(path: str):
     sf = _soundfile()
     if os.path.isdir(path):
         raise KwmlpError(f"{path}: is a folder, not an audio file")
+    if is_stream(path):
+        raise KwmlpError(f"{path} is a stream (a pipe or device): `kwmlp spot` and `kwmlp classify` read streams, "
+                         "this reads files")
     if not os.path.isfile(path):
-        raise KwmlpError(f"{path}: no such file")
+        raise KwmlpError(f"{path}: no such file" if not os.path.exists(path) else f"{path}: not a regular file")
+    try:
+        os.close(os.open(path, os.O_RDONLY))  # libsndfile says only "System error." for these
+    except OSError as e:
+        raise KwmlpError(f"{path}: cannot read ({e.strerror})") from e
     if os.path.getsize(path) == 0:
         raise KwmlpError(f"{path}: cannot read audio (the file is empty)")
     try:
@@ -95,36 +168,171 @@ def info(path: str | os.PathLike) -> AudioInfo:
         return AudioInfo(path, f.samplerate, f.channels, f.frames, f.format, f.subtype)
 
 
-def read_blocks(path: str | os.PathLike, block_seconds: float = BLOCK_SECONDS) -> Iterator[np.ndarray]:
-    """Yield the file as float32 ``(n,)`` pieces of 16 kHz mono audio, about ``block_seconds`` each.
+def _to_16k(reads: Iterator[tuple[np.ndarray, bool]], rate: int, name: str) -> Iterator[np.ndarray]:
+    """``(frames, channels)`` float32 reads (and whether each is the last) -> 16 kHz mono blocks;
+    returns the number of input frames."""
+    stream = None if rate == SAMPLE_RATE else _soxr().ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32",
+                                                                   quality=RESAMPLE_QUALITY)
+    total = 0
+    for x, last in reads:
+        mono = _mono(x, name)
+        total += len(mono)
+        out = mono if stream is None else stream.resample_chunk(mono, last=last)
+        if len(out):
+            yield np.ascontiguousarray(out, dtype=np.float32)
+    return total
 
-    Concatenated, the pieces equal :func:`load`. Raises :class:`KwmlpError` naming the file when
-    it is not readable audio, has no samples, or contains NaN/Inf.
+
+def _sf_reads(f, block: int, name: str) -> Iterator[tuple[np.ndarray, bool]]:
+    try:
+        while True:
+            x = f.read(block, dtype="float32", always_2d=True)
+            yield x, len(x) < block
+            if len(x) < block:
+                return
+    except (RuntimeError, ValueError) as e:  # a file that goes corrupt half way
+        if isinstance(e, KwmlpError):
+            raise
+        raise _unreadable(name, e) from e
+
+
+# lines of libsndfile's log that mean the file is not what its header says
+_DAMAGE_SIGNS = ("should be", "lacks an end-of-stream", "Junk after")
+
+
+def _check_length(f, decoded: int, path: str) -> None:
+    """Name a file on stderr (the ``kwmlp`` logger) whose decoded length differs from its header's."""
+    damage = [line.strip() for line in f.extra_info.splitlines() if any(s in line for s in _DAMAGE_SIGNS)]
+    # MP3 headers give an estimate; 2**62 and more is libsndfile's "unknown"
+    differs = decoded != f.frames and f.format != "MPEG" and f.frames < 1 << 62
+    if differs or damage:
+        why = f", where the header says {f.frames}" if differs else f" (libsndfile: {damage[0]})"
+        log.warning("%s: damaged or truncated: decoded %d frames (%.3f s)%s; using what decoded",
+                    path, decoded, decoded / f.samplerate, why)
+
+
+def read_blocks(path: str | os.PathLike, block_seconds: float = BLOCK_SECONDS, pcm: PcmFormat | None = None,
+                ) -> Iterator[np.ndarray]:
+    """Yield the file as float32 ``(n,)`` pieces of 16 kHz mono audio, about ``block_seconds`` each;
+    the generator returns the number of frames decoded (at the file's own rate).
+
+    Concatenated, the pieces equal :func:`load`. Standard input (``-``), FIFOs and ``/dev/stdin``
+    are read as streams: raw PCM when ``pcm`` is given (files have headers: it applies to streams only). Raises :class:`KwmlpError` naming the
+    file when it is not readable audio, has no samples, or contains NaN/Inf; a file whose decoded
+    length differs from its header's is named on stderr.
     """
     path = os.fspath(path)
-    with _open(path) as f:
-        rate = f.samplerate
-        stream = None if rate == SAMPLE_RATE else _soxr().ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32",
-                                                                       quality=RESAMPLE_QUALITY)
-        block = max(1, int(block_seconds * rate))
-        total = 0
-        try:
-            while True:
-                x = f.read(block, dtype="float32", always_2d=True)
-                last = len(x) < block
-                mono = _mono(x, path)
-                total += len(mono)
-                out = mono if stream is None else stream.resample_chunk(mono, last=last)
-                if len(out):
-                    yield np.ascontiguousarray(out, dtype=np.float32)
-                if last:
-                    break
-        except (RuntimeError, ValueError) as e:  # a file that goes corrupt half way
-            if isinstance(e, KwmlpError):
-                raise
-            raise _unreadable(path, e) from e
+    if is_stream(path):
+        total = yield from _read_stream(path, block_seconds, pcm)
+    else:
+        with _open(path) as f:
+            total = yield from _to_16k(_sf_reads(f, max(1, int(block_seconds * f.samplerate)), path), f.samplerate, path)
+            _check_length(f, total, path)
     if total == 0:
         raise KwmlpError(f"{path}: the file has no audio samples")
+    return total
+
+
+def _read_exactly(f: BinaryIO, n: int) -> bytes:
+    data = bytearray()
+    while len(data) < n and (chunk := f.read(n - len(data))):
+        data += chunk
+    return bytes(data)
+
+
+def open_pcm_stream(source: BinaryIO, pcm: PcmFormat, block_seconds: float = BLOCK_SECONDS,
+                    name: str = "stdin") -> Iterator[np.ndarray]:
+    """Raw PCM from a binary stream (``sys.stdin.buffer``, a socket file, ...) as float32 ``(n,)``
+    blocks of 16 kHz mono, about ``block_seconds`` each (mixed down and resampled like files); the
+    generator returns the number of frames read. A trailing partial frame is dropped."""
+    pcm.check()
+    dtype, scale = PCM_ENCODINGS[pcm.encoding]
+    frame_bytes = np.dtype(dtype).itemsize * pcm.channels
+    want = max(1, int(block_seconds * pcm.rate)) * frame_bytes
+
+    def reads():
+        while True:
+            data = _read_exactly(source, want)
+            usable = len(data) - len(data) % frame_bytes
+            x = np.frombuffer(data[:usable], dtype).reshape(-1, pcm.channels).astype(np.float32)
+            yield (x / np.float32(scale) if scale != 1.0 else x), len(data) < want
+            if len(data) < want:
+                return
+
+    return (yield from _to_16k(reads(), pcm.rate, name))
+
+
+@contextlib.contextmanager
+def _stream_file(path: str):
+    """A binary file object over standard input or a FIFO (not closed when it is stdin)."""
+    if path == STDIN:
+        yield sys.stdin.buffer
+    else:
+        with open(path, "rb", buffering=0) as f:
+            yield f
+
+
+def _read_stream(path: str, block_seconds: float, pcm: PcmFormat | None) -> Iterator[np.ndarray]:
+    name = "stdin" if path == STDIN else path
+    with _stream_file(path) as f:
+        if pcm is not None:
+            return (yield from open_pcm_stream(f, pcm, block_seconds, name))
+        with _sound_stream(f, name) as sound:
+            block = max(1, int(block_seconds * sound.samplerate))
+            return (yield from _to_16k(_sf_reads(sound, block, name), sound.samplerate, name))
+
+
+@contextlib.contextmanager
+def _sound_stream(f: BinaryIO, name: str):
+    """libsndfile over a pipe: it reads WAV, OGG and the like from a pipe's descriptor itself, but
+    FLAC only from something it can seek in, so a FLAC stream is spooled to a temporary file
+    (on disk, not in memory). The 4 bytes read to tell them apart are relayed ahead of the rest."""
+    sf = _soundfile()
+    head = _read_exactly(f, 4)
+    if not head:
+        raise KwmlpError(f"{name}: no audio arrived (the stream is empty)")
+    try:
+        if head == b"fLaC":
+            with tempfile.TemporaryFile() as spool:
+                spool.write(head)
+                shutil.copyfileobj(f, spool)
+                spool.seek(0)
+                with sf.SoundFile(spool) as sound:
+                    yield sound
+            return
+        read_end = _relay(head, f)
+        with sf.SoundFile(read_end, closefd=True) as sound:
+            yield sound
+    except (RuntimeError, TypeError, ValueError) as e:
+        if isinstance(e, KwmlpError):
+            raise
+        hint = " (raw PCM needs --format, --rate and --channels)" if "Format not recognised" in str(e) else ""
+        raise KwmlpError(f"{name}: cannot read audio ({str(e).splitlines()[0].split(': ', 1)[-1]}){hint}") from e
+
+
+def _relay(head: bytes, f: BinaryIO) -> int:
+    """A pipe's read end that yields ``head`` and then the rest of ``f``, copied by a thread."""
+    read_end, write_end = os.pipe()
+
+    def copy():
+        with contextlib.suppress(OSError), open(write_end, "wb") as out:  # OSError: the reader stopped
+            out.write(head)
+            while chunk := f.read(1 << 16):
+                out.write(chunk)
+
+    threading.Thread(target=copy, name="kwmlp-stdin", daemon=True).start()
+    return read_end
+
+
+def decode(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """The whole file through :func:`read_blocks`: float32 ``(n,)`` 16 kHz mono, and the number of
+    frames decoded at the file's own rate (what its duration is, whatever its header says)."""
+    blocks, parts = read_blocks(path), []
+    while True:
+        try:
+            parts.append(next(blocks))
+        except StopIteration as end:
+            return np.concatenate(parts), end.value
 
 
 def load(path: str | os.PathLike) -> np.ndarray:
@@ -136,6 +344,7 @@ def load(path: str | os.PathLike) -> np.ndarray:
             x = f.read(dtype="float32", always_2d=True)
         except (RuntimeError, ValueError) as e:
             raise _unreadable(path, e) from e
+        _check_length(f, len(x), path)
     if len(x) == 0:
         raise KwmlpError(f"{path}: the file has no audio samples")
     mono = _mono(x, path)
@@ -145,22 +354,51 @@ def load(path: str | os.PathLike) -> np.ndarray:
 
 
 def find_audio(inputs: list[str]) -> list[tuple[str, str]]:
-    """``(path, relative name)`` for every input: a file as itself (relative name: its base name),
-    a folder recursed in sorted order for files with an audio extension (relative to the folder).
+    """``(path, relative name)`` for every input: a file or stream as itself (relative name: its
+    base name, ``stdin`` for ``-``), a folder searched in sorted order for files with an audio
+    extension (relative to the folder).
 
-    Raises :class:`KwmlpError` for an input that does not exist.
+    In a folder, files whose names start with ``.`` are skipped (hidden files, among them the
+    temporary files of unfinished writes; their number is logged); name one explicitly to read
+    it. Symbolic links to folders are followed, each real folder once. Raises
+    :class:`KwmlpError` for an input that does not exist and for a folder that cannot be read.
     """
     found: list[tuple[str, str]] = []
     for inp in inputs:
-        if os.path.isdir(inp):
-            for root, dirs, files in os.walk(inp):
-                dirs.sort()
-                for name in sorted(files):
-                    if name.lower().endswith(AUDIO_EXTENSIONS) and not name.startswith("."):
-                        path = os.path.join(root, name)
-                        found.append((path, os.path.relpath(path, inp)))
+        if inp == STDIN:
+            found.append((inp, "stdin"))
+        elif os.path.isdir(inp):
+            hidden = _search(inp, inp, found, set())
+            if hidden:
+                log.info("%s: skipped %d hidden file%s (names starting with '.')", inp, hidden, "s" * (hidden > 1))
         elif os.path.exists(inp):
             found.append((inp, os.path.basename(inp)))
         else:
             raise KwmlpError(f"input {inp} does not exist")
     return found
+
+
+def _search(folder: str, top: str, found: list[tuple[str, str]], seen: set[str]) -> int:
+    """Audio files under ``folder`` into ``found``, files before subfolders, each sorted by name;
+    returns the number of hidden files skipped."""
+    real = os.path.realpath(folder)
+    if real in seen:  # a link back up the tree, or a second link to the same folder
+        return 0
+    seen.add(real)
+    try:
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        subfolders = {e.path for e in entries if e.is_dir()}
+    except OSError as e:
+        raise KwmlpError(f"folder {folder} cannot be read ({e.strerror}); make it readable or leave it out") from e
+    hidden = 0
+    for e in entries:
+        if e.path in subfolders or not e.name.lower().endswith(AUDIO_EXTENSIONS):
+            continue
+        if e.name.startswith("."):
+            hidden += 1
+        else:
+            found.append((e.path, os.path.relpath(e.path, top)))
+    for sub in sorted(subfolders):
+        hidden += _search(sub, top, found, seen)
+    return hidden

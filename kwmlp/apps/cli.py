@@ -1,22 +1,32 @@
 """The ``kwmlp`` command line: one subcommand per module under ``kwmlp.apps.commands``.
 
-User errors (:class:`kwmlp.errors.KwmlpError`, unreadable or unwritable files) print one
-line and exit with 1; ``--debug`` shows the traceback instead.
+User errors (:class:`kwmlp.errors.KwmlpError`, unreadable or unwritable files, CUDA errors)
+print one line and exit with 1; ``--debug`` shows the traceback instead. SIGTERM unwinds like
+Ctrl-C (temporary files are removed) and exits with 143; a reader that closes the pipe early
+(``kwmlp info M --json | head``) is not an error.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
+import os
+import signal
 import sys
 
 import kwmlp
+from kwmlp.cuda import CudaError
 from kwmlp.errors import KwmlpError
 
 # module names under kwmlp.apps.commands; each defines add_parser(subparsers) -> parser with a `run`
 COMMANDS = ("export", "build", "info", "embed", "classify", "spot", "listen", "wyoming", "download", "bench", "triton-repo",
             "doctor")
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that ``finally`` blocks (temporary files) run."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,28 +39,60 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds():
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _pipe_closed() -> int:
+    """The reader went away: drop what is left to print (Python would report it at exit)."""
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.INFO, format="%(message)s", stream=sys.stderr
     )
-    try:
-        return int(args.run(args) or 0)
-    except KwmlpError as e:
-        if args.debug:
-            raise
-        print(f"kwmlp {args.command}: error: {e}", file=sys.stderr)
-        return 1
-    except OSError as e:
-        if args.debug:
-            raise
-        where = f": {e.filename}" if e.filename else ""
-        print(f"kwmlp {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"kwmlp {args.command}: interrupted", file=sys.stderr)
-        return 130
+    with _sigterm_unwinds():
+        try:
+            code = int(args.run(args) or 0)
+            sys.stdout.flush()  # a closed pipe shows here, not at exit
+            return code
+        except BrokenPipeError:
+            return _pipe_closed()
+        except (KwmlpError, CudaError) as e:
+            if args.debug:
+                raise
+            print(f"kwmlp {args.command}: error: {e}", file=sys.stderr)
+            return 1
+        except OSError as e:
+            if args.debug:
+                raise
+            where = f": {e.filename}" if e.filename else ""
+            print(f"kwmlp {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print(f"kwmlp {args.command}: interrupted", file=sys.stderr)
+            return 130
+        except Terminated:
+            print(f"kwmlp {args.command}: terminated", file=sys.stderr)
+            return 128 + signal.SIGTERM
 
 
 if __name__ == "__main__":

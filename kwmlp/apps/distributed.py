@@ -18,7 +18,7 @@ import numpy as np
 
 from kwmlp.artifact import is_engine, require_file
 from kwmlp.errors import KwmlpError, missing_extra
-from kwmlp.apps.pipeline import Job, Outcome, is_done, plan, result_arrays, write_result
+from kwmlp.apps.pipeline import Job, Outcome, is_done, plan, result_arrays, with_provenance, write_result
 from kwmlp.runtime.result import EmbeddingResult
 
 log = logging.getLogger("kwmlp")
@@ -57,12 +57,12 @@ class CorpusOptions:
 def _decode(row: dict) -> dict:
     from kwmlp.apps import audio
 
-    out = {"path": row["path"], "output": row["output"], "error": "", "sample_rate_in": 0, "duration_s": 0.0,
+    out = {"path": row["path"], "output": row["output"], "provenance": row["provenance"], "error": "", "sample_rate_in": 0, "duration_s": 0.0,
            "audio": np.zeros(0, np.float32)}
     try:
         header = audio.info(row["path"])
-        out["audio"] = audio.load(row["path"])
-        out["sample_rate_in"], out["duration_s"] = header.sample_rate, header.duration_s
+        out["audio"], frames = audio.decode(row["path"])
+        out["sample_rate_in"], out["duration_s"] = header.sample_rate, frames / header.sample_rate
     except KwmlpError as e:
         out["error"] = str(e)
     except OSError as e:
@@ -100,7 +100,7 @@ class _EmbedActor:
             values = (r.timestamp_embeddings, r.timestamps, r.scene_embeddings) if r is not None else empty
             for f, v in zip(_EMBEDDING_FIELDS, values):
                 cols[f].append(v)
-        out = {k: batch[k] for k in ("path", "output", "sample_rate_in", "duration_s")}
+        out = {k: batch[k] for k in ("path", "output", "provenance", "sample_rate_in", "duration_s")}
         out["error"] = np.array(errors)  # "" for none: an all-None column would come back as NaN
         out.update({f: _object_array(v) for f, v in cols.items()})
         return out
@@ -117,7 +117,7 @@ def _write_file(row: dict) -> dict:
         r = EmbeddingResult(row["timestamp_embeddings"], row["timestamps"], row["scene_embedding"])
         arrays = result_arrays(r, row["sample_rate_in"], row["duration_s"])
         try:
-            write_result(Job(row["path"], row["output"]), arrays)
+            write_result(Job(row["path"], row["output"], str(row["provenance"])), arrays)
         except OSError as e:
             row = {**row, "error": f"{row['output']}: cannot write ({e.strerror or e})"}
     return {"path": row["path"], "output": row["output"], "error": row["error"], "duration_s": row["duration_s"]}
@@ -155,7 +155,7 @@ def embed_corpus(model: str, inputs: list[str], out_dir: str, options: CorpusOpt
     options.check()
     require_file(model)
     ray = _ray()
-    jobs = plan(inputs, out_dir, "npz" if options.fmt == "parquet" else options.fmt)
+    jobs = with_provenance(plan(inputs, out_dir, "npz" if options.fmt == "parquet" else options.fmt), model)
     if not jobs:
         raise KwmlpError(f"no audio files found in {', '.join(inputs)}")
     done = [j for j in jobs if options.skip_existing and options.fmt != "parquet" and is_done(j)]
@@ -174,7 +174,8 @@ def embed_corpus(model: str, inputs: list[str], out_dir: str, options: CorpusOpt
     if actor_cpus < 0.1:
         raise KwmlpError(f"{options.actors} embedding actors do not fit the cluster's {cpus:g} CPUs; use fewer --actors")
     model = os.path.abspath(model)
-    ds = ray.data.from_items([{"path": os.path.abspath(j.path), "output": os.path.abspath(j.output)} for j in todo])
+    ds = ray.data.from_items([{"path": os.path.abspath(j.path), "output": os.path.abspath(j.output),
+                               "provenance": j.provenance} for j in todo])
     # decoding stays in its own tasks: with the same resources Ray would fuse it into the actors,
     # which would then decode and embed in turn instead of side by side
     ds = ds.map(_decode, num_cpus=TASK_CPUS)

@@ -7,10 +7,13 @@ file and the reason; the others go on.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import queue
 import threading
 import time
+import zipfile
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -19,10 +22,14 @@ import numpy as np
 from kwmlp.apps import audio
 from kwmlp.dims import SAMPLE_RATE, num_chunks
 from kwmlp.errors import KwmlpError
-from kwmlp.fileio import atomic_path
+from kwmlp.fileio import atomic_path, sha256_file
+from kwmlp.runtime.inputs import as_clip
 
 FORMATS = ("npz", "npy")
 FIELDS = ("timestamp_embeddings", "timestamps", "scene_embedding", "sample_rate_in", "duration_s")
+# What an output was made from (a JSON string: the source's path, size and mtime, the model's
+# sha256), stored with it and written last; --skip-existing skips only an output whose record matches.
+PROVENANCE = "provenance"
 BATCH_MAX_SECONDS = 60.0  # longer clips are embedded block by block instead of batched
 QUEUE_BLOCKS = 8  # decoded blocks held at most between the decoder and the model
 PENDING_MAX_SECONDS = 600.0  # audio waiting in partly filled batches (38 MB) before they all run
@@ -32,6 +39,7 @@ PENDING_MAX_SECONDS = 600.0  # audio waiting in partly filled batches (38 MB) be
 class Job:
     path: str  # input file
     output: str  # .npz file, or folder of .npy files
+    provenance: str = ""  # see PROVENANCE; set by with_provenance
 
 
 @dataclass
@@ -62,20 +70,56 @@ def plan(inputs: list[str], out_dir: str, fmt: str = "npz") -> list[Job]:
     return jobs
 
 
+def with_provenance(jobs: list[Job], model_path: str) -> list[Job]:
+    """The jobs with what their outputs will be made from: each source's path, size and mtime
+    (read now, before it is decoded) and the model file's sha256. A source that cannot be read
+    gets none: its decoding reports why."""
+    model_sha256 = sha256_file(model_path)
+    out = []
+    for job in jobs:
+        try:
+            st = os.stat(job.path)
+        except OSError:
+            out.append(job)
+            continue
+        record = {"source": os.path.abspath(job.path), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                  "model_sha256": model_sha256}
+        out.append(dataclasses.replace(job, provenance=json.dumps(record, sort_keys=True)))
+    return out
+
+
+def _recorded(job: Job) -> str | None:
+    """The provenance stored with an existing output; None when there is no complete output."""
+    try:
+        if job.output.endswith(".npz"):
+            with np.load(job.output) as z:
+                return str(z[PROVENANCE]) if PROVENANCE in z.files else None
+        if not all(os.path.isfile(os.path.join(job.output, f + ".npy")) for f in FIELDS):
+            return None
+        return str(np.load(os.path.join(job.output, PROVENANCE + ".npy")))
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return None
+
+
 def is_done(job: Job) -> bool:
-    if job.output.endswith(".npz"):
-        return os.path.isfile(job.output)
-    return all(os.path.isfile(os.path.join(job.output, f + ".npy")) for f in FIELDS)
+    """Whether ``job.output`` is complete and was made from the same source and model
+    (``job.provenance``, see :func:`with_provenance`)."""
+    return bool(job.provenance) and _recorded(job) == job.provenance
 
 
 def write_result(job: Job, arrays: dict[str, np.ndarray]) -> None:
-    """Write one input's arrays atomically: a complete file, or none (the old one stays)."""
+    """Write one input's arrays, and ``job.provenance``, atomically: a complete file, or none
+    (the old one stays)."""
+    arrays = {**arrays, PROVENANCE: np.array(job.provenance)}
     if job.output.endswith(".npz"):
         with atomic_path(job.output) as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, **arrays)
         return
-    for name in FIELDS:  # each file atomic; a folder counts as done (is_done) only when all five exist
+    # each file atomic, the provenance last: a folder counts as done (is_done) only once all are there
+    if os.path.exists(os.path.join(job.output, PROVENANCE + ".npy")):
+        os.remove(os.path.join(job.output, PROVENANCE + ".npy"))
+    for name in (*FIELDS, PROVENANCE):
         with atomic_path(os.path.join(job.output, name + ".npy")) as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, arrays[name])
@@ -86,10 +130,15 @@ class _Decoded:
     job: Job
     header: audio.AudioInfo | None = None
     blocks: list[np.ndarray] = field(default_factory=list)
+    frames: int | None = None  # decoded, at the file's rate: the header's count may be wrong
+
+    @property
+    def duration_s(self) -> float:
+        return self.header.duration_s if self.frames is None else self.frames / self.header.sample_rate
 
 
 def _decode(jobs: list[Job], out: queue.Queue, stop: threading.Event, block_seconds: float) -> None:
-    """Producer thread: ("begin", job, header), ("data", job, block)..., ("end", job, None) or
+    """Producer thread: ("begin", job, header), ("data", job, block)..., ("end", job, frames decoded) or
     ("error", job, message) per file, then None (after ("crash", None, exception) if it failed)."""
 
     def put(item) -> bool:
@@ -106,10 +155,15 @@ def _decode(jobs: list[Job], out: queue.Queue, stop: threading.Event, block_seco
             try:
                 if not put(("begin", job, audio.info(job.path))):
                     return
-                for block in audio.read_blocks(job.path, block_seconds):
+                blocks = audio.read_blocks(job.path, block_seconds)
+                while True:
+                    try:
+                        block = next(blocks)
+                    except StopIteration as end:  # its value: the frames decoded
+                        put(("end", job, end.value))
+                        break
                     if not put(("data", job, block)):
                         return
-                put(("end", job, None))
             except KwmlpError as e:
                 put(("error", job, str(e)))
             except OSError as e:
@@ -168,13 +222,12 @@ def result_arrays(r, sample_rate_in: int, duration_s: float) -> dict[str, np.nda
 
 
 def _finish(item: _Decoded, r) -> Outcome:
-    h = item.header
-    arrays = result_arrays(r, h.sample_rate, h.duration_s)
+    arrays = result_arrays(r, item.header.sample_rate, item.duration_s)
     try:
         write_result(item.job, arrays)
     except OSError as e:
         return Outcome(item.job, f"{item.job.output}: cannot write ({e.strerror or e})")
-    return Outcome(item.job, seconds=h.duration_s)
+    return Outcome(item.job, seconds=item.duration_s)
 
 
 def embed_files(
@@ -188,7 +241,7 @@ def embed_files(
     ``embedder.stream()`` (memory bounded by a few blocks).
     """
     todo = []
-    for job in jobs:
+    for job in with_provenance(jobs, embedder.model_path):
         if skip_existing and is_done(job):
             yield Outcome(job, skipped=True)
         else:
@@ -223,6 +276,8 @@ def _consume(embedder, q: queue.Queue, batcher: _Batcher) -> Iterator[Outcome]:
         if item is None or item.job is not job:  # the rest of a file that already failed
             continue
         try:
+            if kind == "end":
+                item.frames = payload
             if kind == "data" and stream is not None:
                 stream.feed(payload)
             elif kind == "data":
@@ -230,7 +285,8 @@ def _consume(embedder, q: queue.Queue, batcher: _Batcher) -> Iterator[Outcome]:
             elif stream is not None:
                 yield _finish(item, stream.finish())
             else:
-                yield from batcher.add(item, np.concatenate(item.blocks))
+                # checked here, per file: a clip refused inside a batch would fail the batch's other files
+                yield from batcher.add(item, as_clip(np.concatenate(item.blocks), "the audio"))
         except KwmlpError as e:
             item, stream = None, None
             yield Outcome(job, f"{job.path}: {e}")

@@ -41,12 +41,18 @@ class ModelInfo:
             raw = props.get(_PREFIX + f.name)
             if raw is None:
                 continue
-            if f.name == "dims":
-                kw["dims"] = ModelDims.from_json(raw)
-            elif f.name == "max_seconds":
-                kw["max_seconds"] = float(raw)
-            else:
-                kw[f.name] = raw
+            try:
+                if f.name == "dims":
+                    kw["dims"] = ModelDims.from_json(raw)
+                elif f.name == "max_seconds":
+                    kw["max_seconds"] = float(raw)
+                    if not kw["max_seconds"] > 0:
+                        raise ValueError(raw)
+                else:
+                    kw[f.name] = raw
+            except (ValueError, TypeError, AttributeError) as e:  # JSONDecodeError is a ValueError
+                raise KwmlpError(f"{source}: its metadata {_PREFIX}{f.name} = {raw[:80]!r} is not valid; export "
+                                 "the model again with `kwmlp export`") from e
         return cls(**kw)
 
     def summary(self) -> dict[str, str]:

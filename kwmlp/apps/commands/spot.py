@@ -15,7 +15,7 @@ def add_parser(sub):
                                    "window_inference.py: multi = every window, max = the most confident, "
                                    "n_voting = the class with most windows).")
     p.add_argument("model", help="an .onnx file written by `kwmlp export` (its .keywords.onnx beside it)")
-    p.add_argument("files", nargs="+", metavar="FILE", help="audio files or folders")
+    p.add_argument("files", nargs="+", metavar="FILE", help="audio files or folders; - reads standard input")
     p.add_argument("--window", type=float, default=1.0, help="window length in seconds (default 1.0)")
     p.add_argument("--hop", type=float, default=0.25, help="hop between windows in seconds (default 0.25)")
     p.add_argument("--threshold", type=float, default=0.85, help="minimum probability (default 0.85)")
@@ -24,6 +24,9 @@ def add_parser(sub):
                    help="with --mode multi: join overlapping windows of the same keyword into one detection")
     p.add_argument("--batch-size", type=int, default=64, help="windows per model run (default 64)")
     p.add_argument("--json", action="store_true", help="print JSON")
+    from kwmlp.apps.audio import add_stream_arguments
+
+    add_stream_arguments(p)
     p.set_defaults(run=run)
     return p
 
@@ -41,11 +44,12 @@ def run(args) -> int:
         raise KwmlpError(f"--merge joins the windows of --mode multi; --mode {args.mode} reports one detection")
     if args.batch_size < 1:
         raise KwmlpError(f"--batch-size must be at least 1, got {args.batch_size}")
+    pcm = audio.pcm_format(args)
     embedder = Embedder(args.model)
     rows, failed = [], 0
     for path, _ in audio.find_audio(args.files):
         try:
-            found = spot_stream(embedder, audio.read_blocks(path), args.window, args.hop, args.threshold,
+            found = spot_stream(embedder, audio.read_blocks(path, pcm=pcm), args.window, args.hop, args.threshold,
                                 args.mode, args.batch_size)
             found = merge(found) if args.merge else found
         except KwmlpError as e:

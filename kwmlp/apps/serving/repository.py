@@ -11,6 +11,7 @@ and dtypes are read from the model itself; the config is written through Triton'
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -25,6 +26,11 @@ BACKENDS = ("onnxruntime", "python")
 KINDS = ("auto", "gpu", "cpu")
 _ORT_TYPES = {"tensor(float)": "TYPE_FP32", "tensor(float16)": "TYPE_FP16", "tensor(int64)": "TYPE_INT64"}
 PYTHON_MODEL = os.path.join(os.path.dirname(__file__), "triton_python_model.py")
+CONFIG = "config.pbtxt"
+VERSION = "1"
+# What _write_model puts in a model folder (and the bytecode Triton's Python backend may leave
+# beside model.py): a folder holding anything else is not ours to replace.
+_VERSION_FILES = {"model.onnx", "model.plan", "model.py", "__pycache__"}
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,9 @@ class RepositoryOptions:
     extra: dict = field(default_factory=dict)
 
     def check(self) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", self.name):
+            raise KwmlpError(f"the model name must be letters, digits, '_', '.' or '-' (a folder name in the "
+                             f"repository), got {self.name!r}")
         if self.backend not in BACKENDS:
             raise KwmlpError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.kind not in KINDS:
@@ -123,16 +132,17 @@ def _write_model(repo: str, name: str, onnx_path: str, options: RepositoryOption
     os.makedirs(repo, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{name}.", dir=repo)
     try:
-        os.makedirs(os.path.join(tmp, "1"))
+        os.makedirs(os.path.join(tmp, VERSION))
         if engine_path:
-            shutil.copyfile(engine_path, os.path.join(tmp, "1", "model.plan"))
+            shutil.copyfile(engine_path, os.path.join(tmp, VERSION, "model.plan"))
         else:
-            shutil.copyfile(onnx_path, os.path.join(tmp, "1", "model.onnx"))
+            shutil.copyfile(onnx_path, os.path.join(tmp, VERSION, "model.onnx"))
         if options.backend == "python":
-            shutil.copyfile(PYTHON_MODEL, os.path.join(tmp, "1", "model.py"))
-        with open(os.path.join(tmp, "config.pbtxt"), "w") as f:
+            shutil.copyfile(PYTHON_MODEL, os.path.join(tmp, VERSION, "model.py"))
+        with open(os.path.join(tmp, CONFIG), "w") as f:
             f.write(text_format.MessageToString(cfg))
         final = os.path.join(repo, name)
+        check_replaceable(final, name)
         # swap in the new model directory; an old one is removed only once the new one is complete
         old = final + ".old" if os.path.exists(final) else None
         if old:
@@ -144,6 +154,29 @@ def _write_model(repo: str, name: str, onnx_path: str, options: RepositoryOption
     finally:
         if os.path.exists(tmp):
             shutil.rmtree(tmp)
+
+
+def is_model_folder(path: str, name: str) -> bool:
+    """Whether ``path`` is a model folder as :func:`_write_model` writes them: ``config.pbtxt``
+    naming model ``name`` and a version folder ``1`` of model files, nothing else."""
+    try:
+        if set(os.listdir(path)) != {CONFIG, VERSION} or not os.path.isfile(os.path.join(path, CONFIG)):
+            return False
+        version = os.path.join(path, VERSION)
+        if os.path.islink(version) or not os.path.isdir(version) or not set(os.listdir(version)) <= _VERSION_FILES:
+            return False
+        with open(os.path.join(path, CONFIG)) as f:
+            return re.search(rf'^name: "{re.escape(name)}"$', f.read(), re.MULTILINE) is not None
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def check_replaceable(final: str, name: str) -> None:
+    """Refuse to replace anything at ``final`` but a model folder this module wrote: the user's
+    files never go."""
+    if os.path.lexists(final) and (os.path.islink(final) or not is_model_folder(final, name)):
+        raise KwmlpError(f"{final} exists and is not a model folder written by `kwmlp triton-repo` (config.pbtxt "
+                         "and 1/ only); refusing to replace it: choose another --name or -o, or remove it yourself")
 
 
 def write_repository(model_path: str, repo: str, options: RepositoryOptions = RepositoryOptions()) -> list[str]:
@@ -172,6 +205,9 @@ def write_repository(model_path: str, repo: str, options: RepositoryOptions = Re
     info = ModelInfo.from_props(meta, onnx_path)
     if info.layout != LAYOUT_EMBEDDINGS:
         raise KwmlpError(f"{model_path} is not the embedding model of an export")
+    names = [options.name] + ([f"{options.name}_keywords"] if options.keywords else [])
+    for name in names:  # before anything is written
+        check_replaceable(os.path.join(repo, name), name)
     gpu_capable = options.tensorrt_accelerator
     written = [_write_model(repo, options.name, onnx_path, options, gpu_capable, engine)]
     if options.keywords:
