@@ -13,7 +13,7 @@ import urllib.error
 
 import pytest
 
-from kwmlp.apps import download as dl
+from kwmlp.apps import checkpoint_download as dl
 from kwmlp.errors import KwmlpError
 from kwmlp.fileio import atomic_path, remove_stale_temps, write_bytes_atomic
 

@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     with _sigterm_unwinds():
         try:
             code = int(args.run(args) or 0)
-            sys.stdout.flush()  # a closed pipe shows here, not at exit
+            if not sys.stdout.closed:  # a stdio:// server closes it when its client goes
+                sys.stdout.flush()  # a closed pipe shows here, not at exit
             return code
         except BrokenPipeError:
             return _pipe_closed()
