@@ -27,6 +27,7 @@ from typing import BinaryIO, Iterator
 import numpy as np
 
 from kwmlp.dims import RESAMPLE_QUALITY, SAMPLE_RATE
+from kwmlp.apps.pcm import FORMATS, SCALES, PcmFormat
 from kwmlp.errors import KwmlpError
 
 log = logging.getLogger("kwmlp")
@@ -73,29 +74,9 @@ class AudioInfo:
         return self.frames / self.sample_rate
 
 
-@dataclass(frozen=True)
-class PcmFormat:
-    """Raw PCM as a stream carries no header: its encoding, rate and channel count."""
-
-    encoding: str  # one of PCM_ENCODINGS
-    rate: int  # Hz
-    channels: int
-
-    def check(self) -> None:
-        if self.encoding not in PCM_ENCODINGS:
-            raise KwmlpError(f"raw PCM format must be one of {', '.join(PCM_ENCODINGS)}, got {self.encoding!r}")
-        if not 1 <= self.rate <= 1_000_000 or not 1 <= self.channels <= 64:
-            raise KwmlpError(f"raw PCM needs a rate in [1, 1000000] Hz and 1 to 64 channels, got {self.rate} Hz "
-                             f"and {self.channels}")
-
-
-# raw encodings read from pipes: numpy dtype and the scale to [-1, 1]
-PCM_ENCODINGS = {"s16le": ("<i2", 32768.0), "f32le": ("<f4", 1.0)}
-
-
 def add_stream_arguments(parser) -> None:
     """The command-line options that describe raw PCM arriving on standard input or a pipe."""
-    parser.add_argument("--format", dest="pcm_format", choices=tuple(PCM_ENCODINGS), default=None,
+    parser.add_argument("--format", dest="pcm_format", choices=tuple(FORMATS), default=None,
                         help="read - (standard input) and pipes as raw PCM of this encoding (with --rate); "
                              "without it they must carry a header (WAV, OGG, FLAC, ...)")
     parser.add_argument("--rate", type=int, default=None, help="raw PCM: sample rate in Hz")
@@ -246,8 +227,8 @@ def open_pcm_stream(source: BinaryIO, pcm: PcmFormat, block_seconds: float = BLO
     blocks of 16 kHz mono, about ``block_seconds`` each (mixed down and resampled like files); the
     generator returns the number of frames read. A trailing partial frame is dropped."""
     pcm.check()
-    dtype, scale = PCM_ENCODINGS[pcm.encoding]
-    frame_bytes = np.dtype(dtype).itemsize * pcm.channels
+    dtype, scale = FORMATS[pcm.sample_format], SCALES[pcm.sample_format]
+    frame_bytes = pcm.frame_bytes
     want = max(1, int(block_seconds * pcm.rate)) * frame_bytes
 
     def reads():

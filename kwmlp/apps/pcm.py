@@ -14,15 +14,18 @@ from typing import BinaryIO, Iterator
 import numpy as np
 
 from kwmlp.errors import KwmlpError
+from kwmlp.runtime.inputs import INT16_SCALE
 
 FORMATS = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}  # what LiveSpotter takes as it is
+SCALES = {"s16le": 1 / INT16_SCALE, "f32le": 1.0}  # what divides each format's samples into [-1, 1]
 _WAV_TAGS = {(1, 16): "s16le", (3, 32): "f32le"}  # (format tag, bits) -> format
 _EXTENSIBLE = 0xFFFE
 
 
 @dataclass(frozen=True)
 class PcmFormat:
-    """Interleaved little-endian samples: ``sample_format`` (a key of :data:`FORMATS`), rate in Hz, channels."""
+    """Raw PCM carries no header: interleaved little-endian samples of ``sample_format`` (a key of
+    :data:`FORMATS`), ``rate`` in Hz, ``channels``."""
 
     sample_format: str
     rate: int
@@ -31,6 +34,13 @@ class PcmFormat:
     @property
     def frame_bytes(self) -> int:
         return FORMATS[self.sample_format].itemsize * self.channels
+
+    def check(self) -> None:
+        if self.sample_format not in FORMATS:
+            raise KwmlpError(f"raw PCM format must be one of {', '.join(FORMATS)}, got {self.sample_format!r}")
+        if not 1 <= self.rate <= 1_000_000 or not 1 <= self.channels <= 64:
+            raise KwmlpError(f"raw PCM needs a rate in [1, 1000000] Hz and 1 to 64 channels, got {self.rate} Hz "
+                             f"and {self.channels}")
 
 
 class _Reader:
