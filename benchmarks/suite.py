@@ -15,7 +15,7 @@ import numpy as np
 
 from kwmlp.benchmarks import targets, machine, report, roofline
 from kwmlp.benchmarks.workloads import GRID, SCALING, Workload
-from kwmlp.errors import KwmlpError
+from kwmlp.errors import KwmlpError, install_command
 from kwmlp.fileio import write_bytes_atomic
 
 log = logging.getLogger("kwmlp")
@@ -170,7 +170,7 @@ def _roofline(settings: Settings, model: str, runnable: list[str]) -> dict:
     try:
         import onnx  # noqa: F401  (the sgemm probe builds a one-node model)
     except ImportError:
-        return {"skipped": "onnx is not installed (pip install -e '.[export]')"}
+        return {"skipped": f"onnx is not installed ({install_command('export')})"}
     has_torch = targets.unavailable(targets.REFERENCE) is None
     roof = roofline.measure(model, settings.checkpoint if has_torch else None, settings.threads)
     for name, why in roof["skipped"].items():

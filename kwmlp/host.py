@@ -37,11 +37,6 @@ def cpu_model() -> str:
     return info.get("model name") or info.get("Model") or info.get("Hardware") or platform.processor() or platform.machine()
 
 
-def cpu_vendor() -> str:
-    """``GenuineIntel``, ``AuthenticAMD``, ... (empty where /proc/cpuinfo does not say, e.g. on ARM)."""
-    return _cpuinfo().get("vendor_id", "")
-
-
 def cpu_isa() -> list[str]:
     """The vector extensions of :data:`ISA_FLAGS` this CPU has, e.g. ``["AVX2", "AVX-512", ...]``."""
     info = _cpuinfo()

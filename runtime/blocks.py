@@ -110,6 +110,8 @@ class ClipStream:
             raise KwmlpError("the stream has no samples: feed the clip before finish()")
         self._finished = True
         s = num_chunks(self.num_samples)
+        while s - self._chunk > self._block:  # keep every call within block + 1 seconds of input:
+            self._run_block(self._chunk + self._block)  # past the clip's end, zeros are its padding
         self._run_block(s, final=True)
         full = np.empty((num_full_frames(self.num_samples), self._frames[0].shape[1]), np.float32)
         start = 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 
 import numpy as np
 
@@ -83,6 +84,7 @@ class Embedder:
         self.info = self._check(self._runner, LAYOUT_EMBEDDINGS)
         self.backend = self._runner.backend
         self._keywords: Runner | None = None
+        self._keywords_lock = threading.Lock()
 
     @staticmethod
     def _check(runner: Runner, layout: str) -> ModelInfo:
@@ -103,7 +105,8 @@ class Embedder:
     def _runs_whole(self, num_samples: int) -> bool:
         """Whether a clip runs through the graph at once: up to ``block_seconds`` (default 64 s, or
         the scene range the graph covers when shorter) and within the runner's longest input."""
-        limit = self.block_seconds or min(DEFAULT_BLOCK_SECONDS, self.info.max_seconds)
+        # never past the scene range the graph covers: beyond it the graph's scene is NaN
+        limit = min(self.block_seconds or DEFAULT_BLOCK_SECONDS, self.info.max_seconds)
         return num_samples <= limit * CHUNK_SAMPLES and num_samples <= (self._runner.max_samples or num_samples)
 
     def _block_chunks(self) -> int:
@@ -112,7 +115,11 @@ class Embedder:
         chunks = self.block_seconds or DEFAULT_BLOCK_SECONDS
         if self._runner.max_samples is not None:
             chunks = min(chunks, self._runner.max_samples // CHUNK_SAMPLES - 1)
-        return max(1, chunks)
+            if chunks < 1:
+                raise KwmlpError(f"{self._runner.path} takes at most {self._runner.max_samples / CHUNK_SAMPLES:g} s "
+                                 "per call, too little to embed longer clips block by block (2 s at least): "
+                                 "build it with a longer --max-seconds")
+        return chunks
 
     def _embed_batch(self, x: np.ndarray) -> EmbeddingResult:
         if not self._runs_whole(x.shape[1]):
@@ -145,9 +152,11 @@ class Embedder:
 
     def _keyword_runner(self) -> Runner:
         if self._keywords is None:
-            runner = self._opened.open_keywords(self.info)
-            self._check(runner, LAYOUT_KEYWORDS)
-            self._keywords = runner
+            with self._keywords_lock:  # threads asking at once open one runner, not one each
+                if self._keywords is None:
+                    runner = self._opened.open_keywords(self.info)
+                    self._check(runner, LAYOUT_KEYWORDS)
+                    self._keywords = runner
         return self._keywords
 
     def keyword_logits(self, windows) -> np.ndarray:
@@ -163,7 +172,8 @@ class Embedder:
                                for i in range(0, len(x), step)])
 
     def close(self) -> None:
-        """Release the sessions or engines (also on garbage collection)."""
+        """Release the sessions or engines now (ONNX Runtime and OpenVINO also free theirs on garbage
+        collection; a TensorRT engine's device memory goes back here or when the process ends)."""
         for runner in (self._keywords, self._runner):
             if runner is not None:
                 runner.close()

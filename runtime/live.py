@@ -50,7 +50,7 @@ class _Pcm:
         x = as_pcm(block, self.channels)
         if self._stream is not None:
             return self._stream.resample_chunk(x, last=last)
-        return x.copy() if isinstance(block, np.ndarray) and np.may_share_memory(x, block) else x
+        return x.copy() if np.may_share_memory(x, np.asarray(block)) else x
 
 
 class _Detector:
@@ -104,15 +104,16 @@ class _Worker:
 
     def _loop(self) -> None:
         while (block := self._queue.get()) is not self._END:
-            try:
-                if self._error is None:
-                    for item in self._process(block):
-                        self._callback(item)
-            except BaseException as e:  # re-raised on the caller's thread by close()
-                self._error = e
-        if self._error is None:
-            for item in self._finish():
-                self._callback(item)
+            self._guarded(self._process, block)
+        self._guarded(lambda _: self._finish(), None)
+
+    def _guarded(self, work: Callable, block) -> None:
+        try:
+            if self._error is None:
+                for item in work(block):
+                    self._callback(item)
+        except BaseException as e:  # re-raised on the caller's thread by put() or close()
+            self._error = e
 
     def put(self, block: np.ndarray) -> None:
         if self._error is not None:

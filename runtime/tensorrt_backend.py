@@ -217,6 +217,7 @@ class TrtRunner(Runner):
         self._lock = threading.Lock()
         self._local = threading.local()
         self._workers: list[_Worker] = []
+        self._closed = False
         first = self._worker()
         self.backend = "tensorrt"
         self.inputs = tuple(first.inputs)
@@ -230,6 +231,8 @@ class TrtRunner(Runner):
         return self._metadata
 
     def _worker(self) -> _Worker:
+        if self._closed:
+            raise KwmlpError(f"{self.path}: the runner is closed")
         w = getattr(self._local, "worker", None)
         if w is None:
             with self._lock, self.cuda.context():
@@ -253,8 +256,12 @@ class TrtRunner(Runner):
                                pad=w.use_graphs)
 
     def close(self) -> None:
+        """Frees every thread's context, stream and device buffers (there is no finalizer: device
+        memory goes back here or when the process ends). Idempotent; a later ``run`` is an error."""
         with self._lock, self.cuda.context():
             for w in self._workers:
                 w.close()
             self._workers.clear()
+        self._local = threading.local()
+        self._closed = True
 

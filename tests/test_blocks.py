@@ -72,7 +72,7 @@ def test_stream_in_odd_pieces(random_exported):
     for piece in np.split(audio, [1, 5000, 5001, 40000, 70000]):
         s.feed(piece)
     r = s.finish()
-    whole = e.embed(audio)
+    whole = e._run_embeddings(audio[None])[0]  # the graph on the whole clip, not the block path
     assert max_abs(r.timestamp_embeddings, whole.timestamp_embeddings) <= 1e-5
     assert max_abs(r.scene_embeddings, whole.scene_embeddings) <= 1e-5
 
@@ -99,3 +99,62 @@ def test_numpy_scene_equals_pytorch(seconds, algorithm):
     full = np.random.default_rng(seconds).standard_normal((100 * seconds - 2, 64)).astype(np.float32)
     expected = getattr(hear, f"scene_{algorithm}")(torch.from_numpy(full)[None]).numpy()[0]
     np.testing.assert_allclose(scene(full, algorithm), expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("length", [16000 * 3 + 15919, 16000 * 3 - 80, 63919])
+def test_no_call_exceeds_the_runners_longest_input(random_exported, length):
+    # a TensorRT engine whose profiles take 3 s: every block, the last included, must fit
+    from kwmlp.runtime import Embedder
+
+    e = Embedder(random_exported(), backend="onnxruntime-cpu")
+    e._runner.max_samples = 48000
+    run, seen = e._runner.run, []
+    e._runner.run = lambda feeds: seen.append(feeds["audio"].shape[1]) or run(feeds)
+    audio = np.random.default_rng(length).uniform(-0.5, 0.5, length).astype(np.float32)
+    r = e.embed(audio)
+    assert seen and max(seen) <= 48000
+    whole = e._run_embeddings(audio[None])[0]
+    assert max_abs(r.timestamp_embeddings, whole.timestamp_embeddings) <= 1e-5
+    assert max_abs(r.scene_embeddings, whole.scene_embeddings) <= 1e-5
+
+
+def test_a_runner_too_short_for_blocks_is_one_sentence(random_exported):
+    from kwmlp.errors import KwmlpError
+    from kwmlp.runtime import Embedder
+
+    e = Embedder(random_exported(), backend="onnxruntime-cpu")
+    e._runner.max_samples = 24000
+    with pytest.raises(KwmlpError, match="takes at most 1.5 s per call"):
+        e.embed(np.zeros(30000, np.float32))
+
+
+def test_block_seconds_never_passes_the_graphs_scene_range(random_exported, random_checkpoint):
+    from kwmlp.models import HearReference, load_checkpoint
+    from kwmlp.runtime import Embedder
+
+    audio = np.random.default_rng(6).uniform(-0.5, 0.5, (1, 16000 * 6)).astype(np.float32)
+    r = Embedder(random_exported(max_seconds=2.0), block_seconds=10).embed(audio)  # the graph covers 2 s
+    ref = HearReference(load_checkpoint(random_checkpoint))(torch.from_numpy(audio))
+    assert np.isfinite(r.scene_embeddings).all()
+    assert max_abs(r.scene_embeddings, ref.scene_embeddings) <= 1e-3
+
+
+def test_threads_open_one_keyword_runner(random_exported, monkeypatch):
+    import threading
+    import time
+
+    from kwmlp.runtime import Embedder
+
+    e = Embedder(random_exported(), backend="onnxruntime-cpu")
+    opened, real = [], e._opened.open_keywords
+
+    def slow(info):
+        time.sleep(0.2)
+        opened.append(1)
+        return real(info)
+
+    monkeypatch.setattr(e._opened, "open_keywords", slow)
+    threads = [threading.Thread(target=e.keyword_logits, args=(np.zeros((1, 16000), np.float32),)) for _ in range(4)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert len(opened) == 1

@@ -200,3 +200,25 @@ def test_a_reused_buffer_is_copied_before_it_waits(embedder, speech):
     assert_same(found, want)
     frames.append(live.close().timestamp_embeddings)
     assert max_abs(np.concatenate(frames), whole.timestamp_embeddings) <= 1e-5
+
+
+def test_an_error_in_the_last_windows_reaches_close(embedder, speech):
+    class Failing:
+        def __getattr__(self, name):
+            return getattr(embedder, name)
+
+        def keyword_logits(self, windows):
+            raise RuntimeError("inference failed")
+
+    spotter = LiveSpotter(Failing(), callback=lambda d: None)
+    spotter.feed(speech[:8000])  # half a window: it runs only when the stream is closed
+    with pytest.raises(RuntimeError, match="inference failed"):
+        spotter.close()
+
+
+def test_a_buffer_that_is_not_an_array_is_copied(embedder):
+    from kwmlp.runtime.live import _Pcm
+
+    buf = np.zeros(1600, np.float32)
+    x = _Pcm(16000, 1).convert(memoryview(buf))
+    assert not np.shares_memory(x, buf)

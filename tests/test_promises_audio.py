@@ -201,3 +201,31 @@ def test_dev_stdin_is_read_as_a_stream(random_exported, tmp_path):
     got = _kwmlp("classify", random_exported(), "/dev/stdin", stdin=path.read_bytes())
     assert got.returncode == 0, got.stderr
     assert got.stdout.split(b"  ", 1)[1] == want.stdout.split(b"  ", 1)[1]
+
+
+def test_a_file_too_short_to_resample_is_one_failure_among_others(random_exported, tmp_path, capsys):
+    # one sample at 48 kHz is no sample at 16 kHz: that file fails with its name, the others are written
+    folder = tmp_path / "in"
+    folder.mkdir()
+    sf.write(folder / "tiny.wav", np.zeros((1, 1), np.float32), 48000)
+    sf.write(folder / "good.wav", _noise(1.5), 16000)
+    assert main(["embed", random_exported(), str(folder), "-o", str(tmp_path / "o"), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "tiny.wav: too short to embed" in err and "Traceback" not in err
+    assert (tmp_path / "o" / "good.npz").is_file() and not (tmp_path / "o" / "tiny.npz").exists()
+
+
+def test_spot_reads_a_wav_header_on_standard_input_even_with_format(random_exported, tmp_path):
+    # a WAV stream piped in decides its own format, as `kwmlp listen -` reads it
+    wav = tmp_path / "in.wav"
+    sf.write(wav, _noise(2, rate=22050), 22050, subtype="PCM_16")
+    raw = subprocess.run([sys.executable, "-m", "kwmlp", "spot", random_exported(), "-", "--format", "s16le",
+                          "--rate", "22050", "--json", "--threshold", "0"], input=wav.read_bytes(), capture_output=True)
+    assert raw.returncode == 0, raw.stderr.decode()
+    ref = subprocess.run([sys.executable, "-m", "kwmlp", "spot", random_exported(), str(wav), "--json",
+                          "--threshold", "0"], capture_output=True)
+    import json
+
+    got, want = json.loads(raw.stdout), json.loads(ref.stdout)
+    assert len(got) == len(want) == 1 and got[0]["file"] == "-"
+    assert got[0]["detections"] == want[0]["detections"] and want[0]["detections"]  # threshold 0: every window

@@ -12,7 +12,9 @@ import pytest
 
 from kwmlp.errors import KwmlpError
 from kwmlp.export import tensorrt_build as tb
-from kwmlp.artifact.sidecar import Device, EngineInfo, mismatch, read_sidecar, sidecar_path, write_sidecar
+from kwmlp.artifact.sidecar import (
+    Device, EngineInfo, first_fitting, mismatch, read_sidecar, sidecar_path, write_sidecar,
+)
 
 ORIN = Device("Orin", "8.7", "10.3.0", "12.6")
 
@@ -25,8 +27,8 @@ def test_default_profiles():
     assert ps[1].max == (64, 160000) and ps[1].opt == (16, 160000)
     assert ps[2].max == (1, 600 * 16000)
     info = EngineInfo(ORIN, "audio", ps, "fp16", "strongly-typed", "m.onnx", "0" * 64)
-    assert info.profile_for((1, 16000)) == 0 and info.profile_for((32, 48000)) == 1
-    assert info.profile_for((1, 300 * 16000)) == 2 and info.profile_for((2, 300 * 16000)) is None
+    assert first_fitting(info.profiles, (1, 16000)) == 0 and first_fitting(info.profiles, (32, 48000)) == 1
+    assert first_fitting(info.profiles, (1, 300 * 16000)) == 2 and first_fitting(info.profiles, (2, 300 * 16000)) is None
 
 
 def test_profiles_from_options():

@@ -161,10 +161,11 @@ def test_tcp_keyword_subset_and_sigterm(exported):
     assert code == 0 and "Traceback" not in err
 
 
-def test_bad_uri_is_one_line(exported):
-    r = subprocess.run([sys.executable, "-m", "kwmlp", "wyoming", exported(), "--uri", "http://x"],
+@pytest.mark.parametrize("uri", ["http://x", "tcp://0.0.0.0:abc", "tcp://0.0.0.0:99999", "tcp://[::1"])
+def test_bad_uri_is_one_line(exported, uri):
+    r = subprocess.run([sys.executable, "-m", "kwmlp", "wyoming", exported(), "--uri", uri],
                        capture_output=True, text=True)
-    assert r.returncode == 1 and r.stderr.strip().endswith("got http://x")
+    assert r.returncode == 1 and r.stderr.strip().endswith(f"got {uri}") and "Traceback" not in r.stderr
 
 
 def test_stdio(exported, speech):

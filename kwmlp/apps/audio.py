@@ -27,7 +27,7 @@ from typing import BinaryIO, Iterator
 import numpy as np
 
 from kwmlp.dims import RESAMPLE_QUALITY, SAMPLE_RATE
-from kwmlp.apps.pcm import FORMATS, SCALES, PcmFormat
+from kwmlp.apps.pcm import FORMATS, SCALES, PcmFormat, open_pcm
 from kwmlp.errors import KwmlpError
 
 log = logging.getLogger("kwmlp")
@@ -203,44 +203,49 @@ def read_blocks(path: str | os.PathLike, block_seconds: float = BLOCK_SECONDS, p
     length differs from its header's is named on stderr.
     """
     path = os.fspath(path)
+    out = [0]  # 16 kHz samples handed out: a few samples at a high rate resample to none
     if is_stream(path):
-        total = yield from _read_stream(path, block_seconds, pcm)
+        total = yield from _counted(_read_stream(path, block_seconds, pcm), out)
     else:
         with _open(path) as f:
-            total = yield from _to_16k(_sf_reads(f, max(1, int(block_seconds * f.samplerate)), path), f.samplerate, path)
+            blocks = _to_16k(_sf_reads(f, max(1, int(block_seconds * f.samplerate)), path), f.samplerate, path)
+            total = yield from _counted(blocks, out)
             _check_length(f, total, path)
     if total == 0:
         raise KwmlpError(f"{path}: the file has no audio samples")
+    if out[0] == 0:
+        raise KwmlpError(f"{path}: too short to embed ({total} samples at its rate are none at 16 kHz)")
     return total
 
 
-def _read_exactly(f: BinaryIO, n: int) -> bytes:
-    data = bytearray()
-    while len(data) < n and (chunk := f.read(n - len(data))):
-        data += chunk
-    return bytes(data)
+def _counted(blocks: Iterator[np.ndarray], out: list[int]):
+    """``blocks`` as they are, their samples added up in ``out[0]``; returns what ``blocks`` returns."""
+    while True:
+        try:
+            block = next(blocks)
+        except StopIteration as stop:
+            return stop.value
+        out[0] += len(block)
+        yield block
 
 
-def open_pcm_stream(source: BinaryIO, pcm: PcmFormat, block_seconds: float = BLOCK_SECONDS,
-                    name: str = "stdin") -> Iterator[np.ndarray]:
+def open_pcm_stream(source: BinaryIO, pcm: PcmFormat, name: str = "stdin") -> Iterator[np.ndarray]:
     """Raw PCM from a binary stream (``sys.stdin.buffer``, a socket file, ...) as float32 ``(n,)``
-    blocks of 16 kHz mono, about ``block_seconds`` each (mixed down and resampled like files); the
-    generator returns the number of frames read. A trailing partial frame is dropped."""
+    blocks of 16 kHz mono (mixed down and resampled like files), read by :func:`kwmlp.apps.pcm.open_pcm`
+    as ``kwmlp listen`` reads it: a WAV header at the start decides the format instead of ``pcm``.
+    The generator returns the number of frames read; a trailing partial frame is dropped."""
     pcm.check()
-    dtype, scale = FORMATS[pcm.sample_format], SCALES[pcm.sample_format]
-    frame_bytes = pcm.frame_bytes
-    want = max(1, int(block_seconds * pcm.rate)) * frame_bytes
+    fmt, blocks = open_pcm(source, pcm, name)
+    fmt.check()
+    scale = np.float32(SCALES[fmt.sample_format])
 
     def reads():
-        while True:
-            data = _read_exactly(source, want)
-            usable = len(data) - len(data) % frame_bytes
-            x = np.frombuffer(data[:usable], dtype).reshape(-1, pcm.channels).astype(np.float32)
-            yield (x / np.float32(scale) if scale != 1.0 else x), len(data) < want
-            if len(data) < want:
-                return
+        for block in blocks:
+            x = block.astype(np.float32)
+            yield (x / scale if scale != 1 else x), False
+        yield np.zeros((0, fmt.channels), np.float32), True
 
-    return (yield from _to_16k(reads(), pcm.rate, name))
+    return (yield from _to_16k(reads(), fmt.rate, name))
 
 
 @contextlib.contextmanager
@@ -257,7 +262,7 @@ def _read_stream(path: str, block_seconds: float, pcm: PcmFormat | None) -> Iter
     name = "stdin" if path == STDIN else path
     with _stream_file(path) as f:
         if pcm is not None:
-            return (yield from open_pcm_stream(f, pcm, block_seconds, name))
+            return (yield from open_pcm_stream(f, pcm, name))
         with _sound_stream(f, name) as sound:
             block = max(1, int(block_seconds * sound.samplerate))
             return (yield from _to_16k(_sf_reads(sound, block, name), sound.samplerate, name))
@@ -269,7 +274,9 @@ def _sound_stream(f: BinaryIO, name: str):
     FLAC only from something it can seek in, so a FLAC stream is spooled to a temporary file
     (on disk, not in memory). The 4 bytes read to tell them apart are relayed ahead of the rest."""
     sf = _soundfile()
-    head = _read_exactly(f, 4)
+    head = f.read(4)
+    while len(head) < 4 and (more := f.read(4 - len(head))):  # a pipe may hand them over one by one
+        head += more
     if not head:
         raise KwmlpError(f"{name}: no audio arrived (the stream is empty)")
     try:

@@ -151,10 +151,6 @@ class EngineInfo:
         dims = ModelDims(**self.export.get("dims", {}))
         return ModelInfo(dims=dims, **{k: v for k, v in self.export.items() if k != "dims"})
 
-    def profile_for(self, shape: tuple[int, int]) -> int | None:
-        """Index of the first profile that runs ``shape``, or None."""
-        return first_fitting(self.profiles, shape)
-
 
 def sidecar_path(engine_path: str) -> str:
     return os.fspath(engine_path) + ".json"

@@ -13,7 +13,7 @@ import os
 import platform
 
 import kwmlp
-from kwmlp.errors import KwmlpError
+from kwmlp.errors import KwmlpError, install_command
 from kwmlp.host import cpu_isa, cpu_model, dist_version
 
 
@@ -77,7 +77,7 @@ def _onnxruntime() -> dict:
 
 def _openvino() -> dict:
     if importlib.util.find_spec("openvino") is None:
-        return {"version": None, "why": "not installed (pip install -e '.[openvino]')"}
+        return {"version": None, "why": f"not installed ({install_command('openvino')})"}
     import openvino
 
     core = openvino.Core()

@@ -102,7 +102,10 @@ def run(args) -> int:
     options = detector_options(args)
     show = _printer(args.json)
     if args.source == "-":
-        fmt, blocks = open_pcm(sys.stdin.buffer, PcmFormat(args.format, args.rate, args.channels))
+        given = PcmFormat(args.format, args.rate, args.channels)
+        given.check()
+        fmt, blocks = open_pcm(sys.stdin.buffer, given)
+        fmt.check()
     elif args.source is None:
         fmt, blocks = PcmFormat("f32le", args.rate, args.channels), None
     else:

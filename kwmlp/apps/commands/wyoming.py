@@ -30,8 +30,12 @@ def run(args) -> int:
     from kwmlp.errors import KwmlpError
     from kwmlp.runtime import Embedder, LiveSpotter
 
-    uri = urlparse(args.uri)
-    if uri.scheme not in ("tcp", "unix", "stdio") or uri.scheme == "tcp" and (not uri.hostname or not uri.port):
+    try:
+        uri = urlparse(args.uri)
+        bad = uri.scheme not in ("tcp", "unix", "stdio") or uri.scheme == "tcp" and (not uri.hostname or not uri.port)
+    except ValueError:  # a port that is not a number or out of range, a broken IPv6 address
+        bad = True
+    if bad:
         raise KwmlpError(f"--uri must be tcp://HOST:PORT, unix://PATH or stdio://, got {args.uri}")
     require_wyoming()  # before the model loads
     options = detector_options(args)
