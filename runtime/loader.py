@@ -153,7 +153,9 @@ def cpu_choice(scene: str = "iterative", live: bool = False) -> tuple[str, str]:
 
 def _open_cpu(onnx_path: str, threads: int | None, any_engine: bool, why: _Reasons, live: bool) -> Opened:
     """``auto``'s last step: :func:`cpu_choice` (ONNX Runtime only when ``any_engine`` is False)."""
-    backend, reason = cpu_choice(read_model_info(onnx_path).scene, live) if any_engine else ("onnxruntime-cpu", "")
+    backend, reason = cpu_choice("", live) if any_engine else ("onnxruntime-cpu", "")
+    if backend == "openvino":  # only then does the scene decide: read the export's metadata only then
+        backend, reason = cpu_choice(read_model_info(onnx_path).scene, live)
     if backend == "openvino":
         try:
             return _open_openvino(onnx_path, threads)
