@@ -9,6 +9,12 @@ class KwmlpError(ValueError):
     """
 
 
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (libraries' messages run to many), or its type's name."""
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
+
+
 def install_command(extra: str) -> str:
     """What installs one of the optional extras (``pyproject.toml``) from a clone of kwmlp-rt."""
     return f"pip install -e '.[{extra}]'"

@@ -9,7 +9,7 @@ import numpy as np
 
 from kwmlp.artifact import EMBEDDING_INPUT, KEYWORD_INPUT, import_onnxruntime, open_onnx
 from kwmlp.artifact.sidecar import default_profiles, keyword_profiles, rows_per_call
-from kwmlp.errors import KwmlpError
+from kwmlp.errors import KwmlpError, first_line
 from kwmlp.runtime.runner import Runner, run_in_rows
 
 log = logging.getLogger("kwmlp")
@@ -76,8 +76,8 @@ class OrtRunner(Runner):
         try:
             self._run({self.inputs[0]: np.zeros(shape, np.float32)})
         except Exception as e:  # ORT's own exception types; re-raised as one sentence
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise KwmlpError(f"ONNX Runtime's TensorRT provider could not build {self.path} ({first[:200]})") from e
+            raise KwmlpError(f"ONNX Runtime's TensorRT provider could not build {self.path} "
+                             f"({first_line(e)[:200]})") from e
 
     @property
     def metadata(self) -> dict[str, str]:

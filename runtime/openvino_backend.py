@@ -12,7 +12,7 @@ import threading
 import numpy as np
 
 from kwmlp.artifact import require_file
-from kwmlp.errors import KwmlpError, missing_extra
+from kwmlp.errors import KwmlpError, first_line, missing_extra
 from kwmlp.runtime.runner import Runner
 
 PRECISIONS = {"fp32": "f32", "bf16": "bf16"}  # ours -> OpenVINO's INFERENCE_PRECISION_HINT
@@ -70,8 +70,7 @@ class OvRunner(Runner):
             model = core.read_model(require_file(path))
             self._compiled = core.compile_model(model, device, config)
         except RuntimeError as e:  # OpenVINO raises RuntimeError for unreadable or unsupported graphs
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise KwmlpError(f"OpenVINO could not load {path} on {device} ({first[:200]})") from e
+            raise KwmlpError(f"OpenVINO could not load {path} on {device} ({first_line(e)[:200]})") from e
         self.path = path
         self.device = device
         self.precision = precision

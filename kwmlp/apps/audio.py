@@ -28,7 +28,7 @@ import numpy as np
 
 from kwmlp.dims import RESAMPLE_QUALITY, SAMPLE_RATE
 from kwmlp.apps.pcm import FORMATS, SCALES, PcmFormat, open_pcm
-from kwmlp.errors import KwmlpError
+from kwmlp.errors import KwmlpError, first_line
 
 log = logging.getLogger("kwmlp")
 
@@ -97,7 +97,7 @@ def pcm_format(args) -> PcmFormat | None:
 
 
 def _unreadable(path: str, e: Exception) -> KwmlpError:
-    reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    reason = first_line(e)
     # libsndfile's messages repeat the file name: keep only the reason
     reason = reason.replace(f"Error opening {path!r}: ", "").replace(f"Error opening '{path}': ", "")
     return KwmlpError(f"{path}: cannot read audio ({reason})")

@@ -18,7 +18,7 @@ import os
 
 from kwmlp.artifact.metadata import LAYOUT_EMBEDDINGS, LAYOUT_KEYWORDS, ModelInfo
 from kwmlp.artifact.sidecar import EngineInfo, read_sidecar, sidecar_path
-from kwmlp.errors import KwmlpError
+from kwmlp.errors import KwmlpError, first_line
 
 __all__ = [
     "EMBEDDING_INPUT", "EMBEDDING_OUTPUTS", "ENGINE_SUFFIXES", "KEYWORD_INPUT", "KEYWORD_OUTPUTS",
@@ -137,8 +137,7 @@ def open_onnx(path: str, options=None, providers: list | None = None):
     except Exception as e:  # ORT raises its own exception types for unreadable models
         if isinstance(e, KwmlpError):
             raise
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise KwmlpError(f"{path} could not be loaded as an ONNX model ({first[:200]})") from e
+        raise KwmlpError(f"{path} could not be loaded as an ONNX model ({first_line(e)[:200]})") from e
 
 
 def check_layout(info: ModelInfo, path: str, layout: str, inputs, outputs) -> None:
