@@ -91,16 +91,15 @@ def _printer(as_json: bool):
 
 def run(args) -> int:
     from kwmlp.apps.pcm import PcmFormat, open_pcm
-    from kwmlp.errors import KwmlpError
     from kwmlp.runtime import Embedder, LiveSpotter
 
     if args.list_devices:
         print(_sounddevice().query_devices())
         return 0
-    if args.threads < 1:
-        raise KwmlpError(f"--threads must be at least 1, got {args.threads}")
     options = detector_options(args)
     show = _printer(args.json)
+    # the model (and --threads) first: a mistake there is said before standard input is waited on
+    embedder = Embedder(args.model, threads=args.threads, live=True)
     if args.source == "-":
         given = PcmFormat(args.format, args.rate, args.channels)
         given.check()
@@ -110,7 +109,7 @@ def run(args) -> int:
         fmt, blocks = PcmFormat("f32le", args.rate, args.channels), None
     else:
         fmt, blocks = PcmFormat("f32le", 16000, 1), _file_blocks(args.source, args.realtime)
-    spotter = LiveSpotter(Embedder(args.model, threads=args.threads, live=True), rate=fmt.rate, channels=fmt.channels, **options)
+    spotter = LiveSpotter(embedder, rate=fmt.rate, channels=fmt.channels, **options)
     try:
         for block in (blocks if blocks is not None else _microphone(args, fmt)):
             for d in spotter.feed(block):
