@@ -159,6 +159,12 @@ class Embedder:
                     self._keywords = runner
         return self._keywords
 
+    def load_keywords(self) -> None:
+        """Open and check the keyword graph now (it is otherwise opened on first use), so that a
+        server or a live stream fails before it starts: KwmlpError when the ``.keywords.onnx`` is
+        missing, unreadable or not a keyword graph."""
+        self._keyword_runner()
+
     def keyword_logits(self, windows) -> np.ndarray:
         """35-way Speech Commands logits: float ``(W, 16000)`` one-second windows -> float32 ``(W, 35)``
         (classes in :data:`kwmlp.runtime.KEYWORDS` order)."""
