@@ -7,6 +7,7 @@ unless bf16 is asked for by name.
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import numpy as np
@@ -16,6 +17,8 @@ from kwmlp.errors import KwmlpError, first_line, missing_extra
 from kwmlp.runtime.runner import Runner
 
 PRECISIONS = {"fp32": "f32", "bf16": "bf16"}  # ours -> OpenVINO's INFERENCE_PRECISION_HINT
+
+log = logging.getLogger("kwmlp")
 
 
 def import_openvino():
@@ -29,6 +32,11 @@ def import_openvino():
 def available_devices() -> list[str]:
     """OpenVINO's devices here, e.g. ``["CPU"]`` or ``["CPU", "GPU", "NPU"]``."""
     return list(import_openvino().Core().available_devices)
+
+
+def supports(core, device: str) -> list[str]:
+    """What ``device`` computes natively, as OpenVINO lists it (e.g. ``['FP32', 'BF16', 'INT8']``)."""
+    return [str(c) for c in core.get_property(device, "OPTIMIZATION_CAPABILITIES")]
 
 
 def _config(device: str, threads: int | None, precision: str) -> dict[str, str]:
@@ -80,6 +88,10 @@ class OvRunner(Runner):
         self.outputs = tuple(o.get_any_name() for o in model.outputs)
         self._metadata = _metadata(model)
         self._local = threading.local()
+        if precision == "bf16" and "bf16" not in self.compiled_property("INFERENCE_PRECISION_HINT").lower():
+            # OpenVINO quietly keeps f32 on a CPU without AVX512-BF16 or AMX (an AMD Zen 3, say)
+            log.warning("kwmlp: %s: bf16 was asked for, but OpenVINO's %s has no bf16 here (%s); it runs f32",
+                        path, device, ", ".join(supports(core, device)))
 
     @property
     def metadata(self) -> dict[str, str]:
