@@ -80,6 +80,13 @@ def num_chunks(num_samples: int) -> int:
     return math.ceil((num_samples + PAD_BEFORE + PAD_AFTER) / CHUNK_SAMPLES)
 
 
+def canonical_samples(num_samples: int) -> int:
+    """The longest clip that occupies the same chunks as one of ``num_samples``: 16000 S - 320. The
+    graph pads with zeros to whole chunks anyway, so a clip zero-padded to this length gives the same
+    chunks, frames and scene (and the same timestamps, up to its own ``num_samples // 160``)."""
+    return CHUNK_SAMPLES * num_chunks(num_samples) - PAD_BEFORE - PAD_AFTER
+
+
 def num_full_frames(num_samples: int) -> int:
     """T = 100 S - 2: frames after chunk compensation, from which the scene is made."""
     return FRAMES_PER_CHUNK * num_chunks(num_samples) - 2

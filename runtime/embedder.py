@@ -13,8 +13,10 @@ from kwmlp.artifact import (
 )
 from kwmlp.dims import CHUNK_SAMPLES, num_chunks
 from kwmlp.errors import KwmlpError
+from kwmlp.runtime import shapes
 from kwmlp.runtime.batching import embed_any
 from kwmlp.runtime.blocks import ClipStream
+from kwmlp.runtime.device_graph import GraphReport
 from kwmlp.runtime.inputs import as_windows
 from kwmlp.runtime.loader import BACKENDS, DEVICES, open_model
 from kwmlp.runtime.result import EmbeddingResult
@@ -57,8 +59,11 @@ class Embedder:
         results equal to the whole clip at once. Default: 64 s (or the model's ``max_seconds``,
         the scene range its graph covers, or the TensorRT engine's profiles, when shorter).
     cuda_graph : bool
-        TensorRT only: replay a captured CUDA graph while the (profile, shape) repeats (lowest
-        latency at fixed shapes); a new shape is run plainly once, then captured again.
+        GPU backends (TensorRT, ONNX Runtime's CUDA provider): each input shape met repeatedly gets
+        a session or context of its own on preallocated device buffers, captured as a CUDA graph
+        after one plain run and replayed from then on (:mod:`kwmlp.runtime.device_graph`); calls are
+        padded to few shapes so that they repeat (:mod:`kwmlp.runtime.shapes`). Default True;
+        False runs every call plainly. :meth:`graph_report` says what replayed.
     live : bool
         The work is one keyword window at a time with idle gaps (:class:`~kwmlp.runtime.LiveSpotter`):
         ``auto`` then picks the CPU engine measured cheapest per paced window (ONNX Runtime), not
@@ -69,7 +74,7 @@ class Embedder:
 
     def __init__(
         self, model_path: str, backend: str = "auto", device: str = "auto", threads: int | None = None,
-        block_seconds: int | None = None, cuda_graph: bool = False, live: bool = False,
+        block_seconds: int | None = None, cuda_graph: bool = True, live: bool = False,
     ):
         model_path = os.fspath(model_path)
         if block_seconds is not None and block_seconds < 1:
@@ -127,8 +132,15 @@ class Embedder:
         rows = max(1, CHUNKS_PER_RUN // num_chunks(x.shape[1])) if self._runner.cache_sized_calls else len(x)
         return EmbeddingResult.concat([self._run_embeddings(x[i : i + rows]) for i in range(0, len(x), rows)])
 
+    def _embeddings(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """The embedding graph on ``x (B, L)``; a runner that replays per shape gets few shapes."""
+        runner = self._runner
+        if not runner.fixed_shapes:
+            return runner.run({EMBEDDING_INPUT: x})
+        return shapes.run_embeddings(lambda a: runner.run({EMBEDDING_INPUT: a}), x, runner.max_samples)
+
     def _run_embeddings(self, x: np.ndarray) -> EmbeddingResult:
-        out = self._runner.run({EMBEDDING_INPUT: x})
+        out = self._embeddings(x)
         return EmbeddingResult(*(out[k] for k in EMBEDDING_OUTPUTS))
 
     def _embed_blocks(self, clip: np.ndarray) -> EmbeddingResult:
@@ -144,7 +156,7 @@ class Embedder:
         Memory stays bounded by the block size plus 25 KB per second of audio; only the embedding
         graph runs. ``block_chunks`` (default: the embedder's block size) and ``on_frames`` are
         :class:`~kwmlp.runtime.blocks.ClipStream`'s."""
-        timestamp_embeddings = lambda x: self._runner.run({EMBEDDING_INPUT: x})[EMBEDDING_OUTPUTS[0]]
+        timestamp_embeddings = lambda x: self._embeddings(x)[EMBEDDING_OUTPUTS[0]]
         block = self._block_chunks() if block_chunks is None else min(block_chunks, self._block_chunks())
         return ClipStream(timestamp_embeddings, self.info.scene, block, on_frames)
 
@@ -176,6 +188,17 @@ class Embedder:
         step = CHUNKS_PER_RUN if runner.cache_sized_calls else len(x)
         return np.concatenate([runner.run({KEYWORD_INPUT: x[i : i + step]})[KEYWORD_OUTPUTS[1]]
                                for i in range(0, len(x), step)])
+
+    def graph_report(self) -> GraphReport | None:
+        """CUDA graphs captured and replayed so far, and the shapes that run without one and why
+        (embedding and keyword graphs together); None on a runner without device graphs (the CPU)."""
+        reports = [r.graph_report() for r in (self._runner, self._keywords) if hasattr(r, "graph_report")]
+        if not reports:
+            return None
+        total = GraphReport()
+        for r in reports:
+            total.add(r)
+        return total
 
     def close(self) -> None:
         """Release the sessions or engines now (ONNX Runtime and OpenVINO also free theirs on garbage

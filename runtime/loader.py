@@ -60,19 +60,28 @@ def _open_engine(engine_path: str, cuda_graph: bool) -> Opened:
     return Opened(runner, lambda _info: TrtRunner(kw_engine, cuda_graph=cuda_graph), onnx_behind(engine_path, runner.info))
 
 
-def _open_ort(onnx_path: str, backend: str, threads: int | None, forced: bool) -> Opened:
+def _ort_runner(path: str, backend: str, graph_input: str, threads: int | None, cuda_graph: bool) -> Runner:
+    runner = ortb.OrtRunner(path, providers=ortb.providers_for(backend, graph_input), threads=threads)
+    if runner.backend != "onnxruntime-cuda":
+        return runner
+    from kwmlp.runtime.onnxruntime_cuda import on_device
+
+    return on_device(runner, graphs=cuda_graph)
+
+
+def _open_ort(onnx_path: str, backend: str, threads: int | None, forced: bool, cuda_graph: bool = True) -> Opened:
     if backend != "onnxruntime-cpu":
         wanted = ortb.ORT_BACKENDS[backend]
         available = ortb.available_providers()
         if wanted not in available:
             raise KwmlpError(f"backend {backend} needs onnxruntime-gpu with {wanted}; this onnxruntime offers "
                              f"{', '.join(available)} (see README: Deploy on a GPU or a Jetson)")
-    runner = ortb.OrtRunner(onnx_path, providers=ortb.providers_for(backend, EMBEDDING_INPUT), threads=threads)
+    runner = _ort_runner(onnx_path, backend, EMBEDDING_INPUT, threads, cuda_graph)
     if forced and runner.backend != backend:
         raise KwmlpError(f"backend {backend} was asked for but ONNX Runtime could only start {runner.backend} "
                          f"(providers {runner.providers})")
-    return Opened(runner, lambda info: ortb.OrtRunner(keywords_model_path(onnx_path, info), threads=threads,
-                                                      providers=ortb.providers_for(backend, KEYWORD_INPUT)), onnx_path)
+    return Opened(runner, lambda info: _ort_runner(keywords_model_path(onnx_path, info), backend, KEYWORD_INPUT,
+                                                   threads, cuda_graph), onnx_path)
 
 
 def _open_openvino(onnx_path: str, threads: int | None) -> Opened:
@@ -182,7 +191,7 @@ def _gpu_provider_absent(name: str, available: list[str]) -> str | None:
 
 
 def _first_ort(onnx_path: str, device: str, threads: int | None, why: _Reasons, any_engine: bool = True,
-               live: bool = False) -> Opened:
+               live: bool = False, cuda_graph: bool = True) -> Opened:
     """The first ONNX Runtime GPU provider that starts, in ``auto``'s order, then the CPU step."""
     available = ortb.available_providers()
     for name in _ort_order(device):
@@ -194,7 +203,7 @@ def _first_ort(onnx_path: str, device: str, threads: int | None, why: _Reasons, 
             continue
         provider = ortb.ORT_BACKENDS[name]
         try:
-            opened = _open_ort(onnx_path, name, threads, forced=False)
+            opened = _open_ort(onnx_path, name, threads, forced=False, cuda_graph=cuda_graph)
         except KwmlpError as e:  # e.g. no GPU visible, no CUDA bindings for the cache key
             why.failed.append(f"{provider}: {e}")
             continue
@@ -240,9 +249,10 @@ def explain_auto(path: str, device: str = "auto") -> Choice:
 
 
 def open_model(path: str, backend: str = "auto", device: str = "auto", threads: int | None = None,
-               cuda_graph: bool = False, live: bool = False) -> Opened:
+               cuda_graph: bool = True, live: bool = False) -> Opened:
     """Open ``path`` (an ``.onnx`` export or a ``.engine`` from ``kwmlp build``) as asked; ``live``
-    tunes ``auto``'s CPU step for one window at a time (:func:`cpu_choice`)."""
+    tunes ``auto``'s CPU step for one window at a time (:func:`cpu_choice`); ``cuda_graph``: GPU
+    runners replay CUDA graphs of the shapes they meet repeatedly."""
     backend, device = _check_choice(backend, device)
     require_file(path)
     why = _Reasons()
@@ -251,9 +261,10 @@ def open_model(path: str, backend: str = "auto", device: str = "auto", threads: 
     if opened is None and backend == "openvino":
         opened = _open_openvino(onnx_path, threads)
     if opened is None and backend not in ("auto", "onnxruntime", "tensorrt"):
-        opened = _open_ort(onnx_path, backend, threads, forced=True)
+        opened = _open_ort(onnx_path, backend, threads, forced=True, cuda_graph=cuda_graph)
     if opened is None:
-        opened = _first_ort(onnx_path, device, threads, why, any_engine=backend != "onnxruntime", live=live)
+        opened = _first_ort(onnx_path, device, threads, why, any_engine=backend != "onnxruntime", live=live,
+                            cuda_graph=cuda_graph)
     return _announce(opened, why)
 
 

@@ -11,6 +11,8 @@ import abc
 
 import numpy as np
 
+from kwmlp.runtime.shapes import pad_rows
+
 
 class Runner(abc.ABC):
     """One opened model on one backend.
@@ -28,6 +30,9 @@ class Runner(abc.ABC):
     cache_sized_calls : bool
         True when the runner is fastest on calls whose working set fits the CPU caches (a few
         dozen one-second chunks); False when it wants the whole batch at once (a GPU).
+    fixed_shapes : bool
+        True when calls at a shape met before run faster (CUDA graphs replayed per shape): callers
+        then pad calls to a few shapes (:mod:`kwmlp.runtime.shapes`).
     """
 
     path: str
@@ -36,6 +41,7 @@ class Runner(abc.ABC):
     outputs: tuple[str, ...]
     max_samples: int | None = None
     cache_sized_calls: bool = False
+    fixed_shapes: bool = False
 
     @property
     @abc.abstractmethod
@@ -69,7 +75,5 @@ def run_in_rows(run, feeds: dict[str, np.ndarray], rows: int, outputs: tuple[str
     for i in range(0, len(x), rows):
         piece = x[i : i + rows]
         n = len(piece)
-        if pad and n < rows:
-            piece = np.concatenate([piece, np.zeros((rows - n,) + piece.shape[1:], piece.dtype)])
-        parts.append({k: v[:n] for k, v in run({name: piece}).items()})
+        parts.append({k: v[:n] for k, v in run({name: pad_rows(piece, rows) if pad else piece}).items()})
     return {k: np.concatenate([p[k] for p in parts]) for k in outputs}

@@ -1,12 +1,13 @@
 """TensorRT engines at run time (TensorRT 10.x name-based tensor API, ``execute_async_v3``).
 
 Each thread gets its own engine, execution context, non-default CUDA stream and buffers: a
-profile may serve only one context at a time, and a 0.42 M-parameter engine is cheap to hold
-twice. Device buffers and pinned host buffers grow as needed and are reused across calls; the
-input shape is set per call and output sizes come from the context. With ``cuda_graph=True`` the
-enqueue is captured as a CUDA graph after one plain warm-up run at a (profile, input shape), and
-replayed while that shape and the buffer addresses stay; a context keeps one graph, since its
-layer resources follow the last shape it ran (TensorRT#3798).
+profile may serve only one context of an engine at a time (TensorRT#1590), and a 0.42 M-parameter
+engine is cheap to hold twice. The general context runs any shape: device and pinned host
+buffers grow as needed and are reused, the input shape is set per call and output sizes come
+from the context. With ``cuda_graph=True`` each input shape a thread meets gets an engine and
+context of its own (:class:`TrtShapeExecutor`) in a bounded cache
+(:mod:`kwmlp.runtime.device_graph`, shared with ONNX Runtime's CUDA path): one plain run, then a
+captured CUDA graph replayed on every later call at that shape, whatever other shapes run between.
 
 ``tensorrt`` and the CUDA bindings are imported when a runner is created, never at import.
 """
@@ -19,8 +20,8 @@ import threading
 import numpy as np
 
 from kwmlp.errors import KwmlpError
-from kwmlp.artifact.sidecar import EngineInfo, mismatch, read_sidecar, rows_per_call, this_device
-from kwmlp.cuda import CudaError
+from kwmlp.artifact.sidecar import EngineInfo, first_fitting, mismatch, read_sidecar, rows_per_call, this_device
+from kwmlp.runtime.device_graph import Executor, GraphReport, ShapeCache, ShapedRun, TensorSpec
 from kwmlp.runtime.runner import Runner, run_in_rows
 from kwmlp.trt import import_tensorrt, logger as trt_logger
 
@@ -78,7 +79,7 @@ class _Buffer:
         self.host = np.empty(0, dtype)
 
     def ensure(self, nbytes: int) -> bool:
-        """Make room for ``nbytes``; True when the addresses changed."""
+        """Make room for ``nbytes``; True when the addresses moved."""
         if self.nbytes and nbytes <= self.nbytes:
             return False
         # TensorRT needs a non-null address even for an empty tensor (e.g. 0 timestamps for a clip
@@ -97,103 +98,145 @@ class _Buffer:
             self.nbytes = 0
 
 
-class _Worker:
-    """One thread's engine, context, stream, buffers and captured graphs."""
+def _switch_profile(ctx, profile: int, handle: int) -> None:
+    """Select ``profile`` on ``ctx`` (before ``set_input_shape``: switching invalidates the shapes)."""
+    try:  # returns False on TensorRT 10.x, raises on others (and for an invalid index)
+        switched = ctx.set_optimization_profile_async(profile, handle)
+    except RuntimeError as e:
+        raise KwmlpError(f"TensorRT could not switch to optimization profile {profile} ({e})") from e
+    if not switched:
+        raise KwmlpError(f"TensorRT could not switch to optimization profile {profile}")
 
-    def __init__(self, trt, cuda, engine, use_graphs: bool):
-        self.trt, self.cuda, self.engine = trt, cuda, engine
+
+def _shapes_at(ctx, names, name: str, shape: tuple[int, ...], profile: int) -> dict[str, tuple[int, ...]]:
+    """Set the input shape on ``ctx``; every tensor's shape from the context (never the engine's -1s)."""
+    if not ctx.set_input_shape(name, tuple(shape)):
+        raise KwmlpError(f"TensorRT rejected input shape {tuple(shape)} for profile {profile}")
+    missing = ctx.infer_shapes()
+    if missing:
+        raise KwmlpError(f"TensorRT could not infer the shapes of {', '.join(missing)}")
+    shapes = {}
+    for n in names:
+        shapes[n] = tuple(ctx.get_tensor_shape(n))
+        if any(d < 0 for d in shapes[n]):  # KW-MLP has no data-dependent output shapes
+            raise KwmlpError(f"TensorRT left output {n} with an unresolved shape {shapes[n]}")
+    return shapes
+
+
+class TrtShapeExecutor(Executor):
+    """An engine and execution context of their own at one input shape, for
+    :mod:`~kwmlp.runtime.device_graph`. A context's layer resources follow the last shape it ran
+    (TensorRT#3798), so a graph captured on a context that also runs other shapes would replay stale
+    resources: one context per shape never does. And an optimization profile serves one context of an
+    engine at a time (TensorRT#1590), so each shape deserializes its own engine (a 0.42 M-parameter
+    engine: a few MB and milliseconds)."""
+
+    def __init__(self, trt, cuda, engine, profile: int, shape: tuple[int, ...], stream):
+        self.cuda, self.stream, self.handle = cuda, stream, cuda.handle(stream)
+        self.engine = engine  # the context needs its engine alive
+        self.context = engine.create_execution_context()
+        if self.context is None:
+            raise KwmlpError("TensorRT could not create an execution context (out of GPU memory?)")
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        if profile:
+            _switch_profile(self.context, profile, self.handle)
+        shapes = _shapes_at(self.context, names, inputs[0], shape, profile)
+        self.tensors = {n: TensorSpec(shapes[n], np.dtype(trt.nptype(engine.get_tensor_dtype(n))), n in inputs)
+                        for n in names}
+
+    def bind(self, buffers) -> None:
+        for name in self.tensors:
+            if not self.context.set_tensor_address(name, buffers.device[name]):
+                raise KwmlpError(f"TensorRT rejected the device address of tensor {name}")
+
+    def enqueue(self) -> None:
+        if not self.context.execute_async_v3(self.handle):
+            raise KwmlpError("TensorRT failed to enqueue the engine (see the TensorRT log)")
+
+    def capture(self):
+        graph = self.cuda.capture(self.stream, self.enqueue)  # captured work does not run: launch it
+        self.cuda.launch(graph, self.stream)
+        return graph
+
+    def replay(self, graph) -> None:
+        self.cuda.launch(graph, self.stream)
+
+    def release(self, graph) -> None:
+        self.cuda.destroy_graph(graph)
+
+    def close(self) -> None:
+        self.context = self.engine = None  # TensorRT frees them when their last references go
+
+
+class _Worker:
+    """One thread's engine, its general context (any shape, buffers grown on demand, plain runs) and,
+    with CUDA graphs, a context per shape met (:class:`TrtShapeExecutor` in a
+    :class:`~kwmlp.runtime.device_graph.ShapeCache`), captured after one plain run and replayed."""
+
+    def __init__(self, trt, cuda, make_engine, profiles, use_graphs: bool):
+        self.trt, self.cuda, self.make_engine, self.profiles = trt, cuda, make_engine, profiles
+        self.engine = engine = make_engine()
         self.context = engine.create_execution_context()
         if self.context is None:
             raise KwmlpError("TensorRT could not create an execution context (out of GPU memory?)")
         self.stream = cuda.stream()
         self.handle = cuda.handle(self.stream)
         self.profile = 0
-        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-        self.buffers = {n: _Buffer(cuda, np.dtype(trt.nptype(engine.get_tensor_dtype(n)))) for n in names}
-        self.inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        self.outputs = [n for n in names if n not in self.inputs]
+        self.names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        self.buffers = {n: _Buffer(cuda, np.dtype(trt.nptype(engine.get_tensor_dtype(n)))) for n in self.names}
+        self.inputs = [n for n in self.names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self.outputs = [n for n in self.names if n not in self.inputs]
+        # pycuda has no CUDA graphs: its shapes still get contexts and buffers of their own
+        self.shapes = ShapeCache(self._shaped, admit_after=1) if use_graphs else None
         self.use_graphs = use_graphs and cuda.supports_graphs
-        self.warm: set = set()
-        self.graphs: dict = {}
-        self.key = None  # the (profile, shape) this context last ran
 
-    def _drop_graphs(self) -> None:
-        for g in self.graphs.values():
-            self.cuda.destroy_graph(g)
-        self.graphs.clear()
-        self.warm.clear()
-
-    def _enqueue(self) -> None:
-        if not self.context.execute_async_v3(self.handle):
-            raise KwmlpError("TensorRT failed to enqueue the engine (see the TensorRT log)")
-
-    def _execute(self, key) -> None:
-        if not self.use_graphs:
-            return self._enqueue()
-        if key != self.key:
-            # a context's layer resources follow its last profile and shapes: a graph captured at
-            # another shape must not be replayed after them (TensorRT#3798), so one graph a context
-            self._drop_graphs()
-            self.key = key
-        if key in self.graphs:
-            return self.cuda.launch(self.graphs[key], self.stream)
-        if key not in self.warm:  # a graph is captured only after one plain run at this shape
-            self.warm.add(key)
-            return self._enqueue()
+    def _shaped(self, shape: tuple[int, ...]) -> ShapedRun:
+        profile = first_fitting(self.profiles, shape)
+        stream = self.cuda.stream()
         try:
-            self.graphs[key] = self.cuda.capture(self.stream, self._enqueue)
-        except (CudaError, KwmlpError) as e:  # announced, then plain enqueue from now on
-            log.warning("kwmlp: CUDA graph capture failed (%s); running without CUDA graphs", e)
-            self.use_graphs = False
-            return self._enqueue()
-        self.cuda.launch(self.graphs[key], self.stream)
+            executor = TrtShapeExecutor(self.trt, self.cuda, self.make_engine(), profile, shape, stream)
+            return ShapedRun(self.cuda, executor, stream, use_graphs=self.use_graphs,
+                             check=lambda x: self._run_general(x, profile))
+        except Exception:
+            self.cuda.destroy_stream(stream)
+            raise
 
     def run(self, x: np.ndarray, profile: int) -> dict[str, np.ndarray]:
-        name = self.inputs[0]
-        ctx = self.context
-        if profile != self.profile:  # before set_input_shape: switching invalidates the shapes
-            try:  # returns False on TensorRT 10.x, raises on others (and for an invalid index)
-                switched = ctx.set_optimization_profile_async(profile, self.handle)
-            except RuntimeError as e:
-                raise KwmlpError(f"TensorRT could not switch to optimization profile {profile} ({e})") from e
-            if not switched:
-                raise KwmlpError(f"TensorRT could not switch to optimization profile {profile}")
+        shaped = self.shapes.get(x.shape) if self.shapes is not None else None
+        if shaped is not None:
+            return shaped.run(x)
+        return self._run_general(x, profile)
+
+    def _run_general(self, x: np.ndarray, profile: int) -> dict[str, np.ndarray]:
+        name, ctx = self.inputs[0], self.context
+        if profile != self.profile:
+            _switch_profile(ctx, profile, self.handle)
             self.profile = profile
-        if not ctx.set_input_shape(name, tuple(x.shape)):
-            raise KwmlpError(f"TensorRT rejected input shape {tuple(x.shape)} for profile {profile}")
-        missing = ctx.infer_shapes()
-        if missing:
-            raise KwmlpError(f"TensorRT could not infer the shapes of {', '.join(missing)}")
-        shapes = {}
-        moved = False
+        shapes = _shapes_at(ctx, self.names, name, x.shape, profile)
         for n, buf in self.buffers.items():
-            shape = tuple(ctx.get_tensor_shape(n))
-            if any(d < 0 for d in shape):  # KW-MLP has no data-dependent output shapes
-                raise KwmlpError(f"TensorRT left output {n} with an unresolved shape {shape}")
-            shapes[n] = shape
-            moved |= buf.ensure(int(np.prod(shape, dtype=np.int64)) * buf.dtype.itemsize)
+            buf.ensure(int(np.prod(shapes[n], dtype=np.int64)) * buf.dtype.itemsize)
             if not ctx.set_tensor_address(n, buf.device):
                 raise KwmlpError(f"TensorRT rejected the device address of tensor {n}")
-        if moved:
-            self._drop_graphs()
         src = self.buffers[name]
-        nbytes = x.size * src.dtype.itemsize
         np.copyto(src.host[: x.size], x.reshape(-1), casting="same_kind")
-        self.cuda.h2d(src.device, src.host_ptr, nbytes, self.stream)
-        self._execute((profile, tuple(x.shape)))
+        self.cuda.h2d(src.device, src.host_ptr, x.size * src.dtype.itemsize, self.stream)
+        if not ctx.execute_async_v3(self.handle):
+            raise KwmlpError("TensorRT failed to enqueue the engine (see the TensorRT log)")
+        sizes = {n: int(np.prod(shapes[n], dtype=np.int64)) for n in self.outputs}
         for n in self.outputs:
             buf = self.buffers[n]
-            self.cuda.d2h(buf.host_ptr, buf.device, int(np.prod(shapes[n], dtype=np.int64)) * buf.dtype.itemsize,
-                          self.stream)
+            self.cuda.d2h(buf.host_ptr, buf.device, sizes[n] * buf.dtype.itemsize, self.stream)
         self.cuda.sync(self.stream)
-        out = {}
-        for n in self.outputs:
-            size = int(np.prod(shapes[n], dtype=np.int64))
-            out[n] = self.buffers[n].host[:size].reshape(shapes[n]).astype(np.float32, copy=True)
-        return out
+        return {n: self.buffers[n].host[: sizes[n]].reshape(shapes[n]).astype(np.float32, copy=True)
+                for n in self.outputs}
+
+    def report(self) -> GraphReport:
+        return self.shapes.report() if self.shapes is not None else GraphReport()
 
     def close(self) -> None:
-        self._drop_graphs()
+        if self.shapes is not None:
+            self.shapes.close()
         for buf in self.buffers.values():
             buf.free()
         self.cuda.destroy_stream(self.stream)
@@ -211,6 +254,7 @@ class TrtRunner(Runner):
         self.path = path
         self.info, trt, self.cuda = _check_here(path)
         self.trt, self.cuda_graph = trt, cuda_graph
+        self.fixed_shapes = cuda_graph  # calls at repeated shapes replay: the embedder pads calls to few shapes
         self._runtime = trt.Runtime(trt_logger(trt))  # outlives every engine deserialized from it
         with open(path, "rb") as f:
             self._plan = f.read()
@@ -230,17 +274,20 @@ class TrtRunner(Runner):
     def metadata(self) -> dict[str, str]:
         return self._metadata
 
+    def _engine(self):
+        engine = self._runtime.deserialize_cuda_engine(self._plan)
+        if engine is None:
+            raise EngineMismatch(f"{self.path} could not be deserialized by TensorRT {self.trt.__version__}; "
+                                 "rebuild it here with `kwmlp build`")
+        return engine
+
     def _worker(self) -> _Worker:
         if self._closed:
             raise KwmlpError(f"{self.path}: the runner is closed")
         w = getattr(self._local, "worker", None)
         if w is None:
             with self._lock, self.cuda.context():
-                engine = self._runtime.deserialize_cuda_engine(self._plan)
-                if engine is None:
-                    raise EngineMismatch(f"{self.path} could not be deserialized by TensorRT {self.trt.__version__}; "
-                                         "rebuild it here with `kwmlp build`")
-                w = _Worker(self.trt, self.cuda, engine, self.cuda_graph)
+                w = _Worker(self.trt, self.cuda, self._engine, self.info.profiles, self.cuda_graph)
                 self._workers.append(w)
             self._local.worker = w
         return w
@@ -250,10 +297,18 @@ class TrtRunner(Runner):
         profile, rows = rows_per_call(self.info.profiles, x.shape, self.path)
         w = self._worker()
         with self.cuda.context():
-            # with CUDA graphs the remainder piece is padded to the full pieces' shape: a context
-            # keeps one graph (TensorRT#3798), and alternating shapes would never replay it
+            # with CUDA graphs the remainder piece is padded to the full pieces' shape, so that a
+            # split batch meets one shape and replays its graph
             return run_in_rows(lambda f: w.run(f[self.inputs[0]], profile), feeds, rows, self.outputs,
-                               pad=w.use_graphs)
+                               pad=self.fixed_shapes)
+
+    def graph_report(self) -> GraphReport:
+        """CUDA graphs captured and replayed, and shapes refused, over every thread's worker."""
+        total = GraphReport()
+        with self._lock:
+            for w in self._workers:
+                total.add(w.report())
+        return total
 
     def close(self) -> None:
         """Frees every thread's context, stream and device buffers (there is no finalizer: device

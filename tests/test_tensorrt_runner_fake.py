@@ -203,7 +203,7 @@ def test_runner_equals_onnxruntime_on_every_path(fake_engine):
     from kwmlp.runtime import Embedder
 
     engine, onnx_path, cuda = fake_engine
-    e = Embedder(engine, backend="tensorrt")
+    e = Embedder(engine, backend="tensorrt", cuda_graph=False)
     ort = Embedder(onnx_path, backend="onnxruntime-cpu")
     assert e.backend == "tensorrt" and e.info == ort.info
     rng = np.random.default_rng(0)
@@ -221,7 +221,7 @@ def test_cuda_graphs_are_captured_once_per_shape(fake_engine):
     from kwmlp.runtime import Embedder
 
     engine, _, cuda = fake_engine
-    plain = Embedder(engine, backend="tensorrt")
+    plain = Embedder(engine, backend="tensorrt", cuda_graph=False)
     graphs = Embedder(engine, backend="tensorrt", cuda_graph=True)
     audio = np.random.default_rng(1).uniform(-0.5, 0.5, (2, 30000)).astype(np.float32)
     want = plain.embed(audio)
@@ -232,40 +232,52 @@ def test_cuda_graphs_are_captured_once_per_shape(fake_engine):
     assert (cuda.captures, cuda.launches) == (1, 3)
 
 
-def test_cuda_graph_is_recaptured_after_another_shape(fake_engine):
-    # a context keeps one graph: replaying shape A's graph after running shape B would use B's state
+def test_graphs_of_two_shapes_coexist(fake_engine):
+    # each shape has its own engine and context (TensorRT#3798, #1590): alternating shapes keep
+    # replaying their own graphs, and replaying A's graph after B ran never reads B's resources
     from kwmlp.runtime import Embedder
 
     engine, _, cuda = fake_engine
-    plain = Embedder(engine, backend="tensorrt")
+    plain = Embedder(engine, backend="tensorrt", cuda_graph=False)
     graphs = Embedder(engine, backend="tensorrt", cuda_graph=True)
     rng = np.random.default_rng(2)
     a, b = rng.uniform(-0.5, 0.5, (2, 30000)).astype(np.float32), rng.uniform(-0.5, 0.5, (1, 40000)).astype(np.float32)
-    for x in (a, a, b, b, a, a):
+    for x in (a, a, b, b, a, a, b):
         np.testing.assert_array_equal(graphs.embed(x).scene_embeddings, plain.embed(x).scene_embeddings)
-    # each run of two: a plain warm-up, then a capture and its launch; never a replay across shapes
-    assert (cuda.captures, cuda.launches) == (3, 3)
+    # a: plain, capture + launch; b: plain, capture + launch; then a, a, b replay
+    assert (cuda.captures, cuda.launches) == (2, 5)
+    report = graphs.graph_report()
+    assert (report.captured, report.replays, report.refused) == (2, 3, {})
 
 
 def test_the_fake_shows_a_stale_replay(fake_engine, monkeypatch):
-    # guards the fake itself: a runner that kept shape A's graph after running shape B must fail above
+    # guards the fake itself: a runner whose shapes shared one context (TensorRT#3798) would replay
+    # shape A's graph on the resources of shape B's last run; the fake must give garbage then
     from kwmlp.runtime import Embedder, tensorrt_backend
 
     engine, _, _ = fake_engine
-    monkeypatch.setattr(tensorrt_backend._Worker, "_drop_graphs", lambda self: None)
+    shared = {}
+    real = tensorrt_backend.TrtShapeExecutor.__init__
+
+    def one_context(self, trt, cuda, engine, profile, shape, stream):
+        real(self, trt, cuda, engine, profile, shape, stream)
+        self.context = shared.setdefault("context", self.context)
+        self.context.set_input_shape(self.context.e.input, shape)
+
+    monkeypatch.setattr(tensorrt_backend.TrtShapeExecutor, "__init__", one_context)
     graphs = Embedder(engine, backend="tensorrt", cuda_graph=True)
     rng = np.random.default_rng(2)
     a, b = rng.uniform(-0.5, 0.5, (2, 30000)).astype(np.float32), rng.uniform(-0.5, 0.5, (1, 40000)).astype(np.float32)
     for x in (a, a, b, b):
         graphs.embed(x)
-    assert np.isnan(graphs.embed(a).scene_embeddings).all()  # A's graph replayed on B's resources
+    assert np.isnan(graphs.embed(a).scene_embeddings).any()  # A's graph replayed on B's resources
 
 
 def test_empty_outputs_get_real_addresses(fake_engine):
     from kwmlp.runtime import Embedder
 
     engine, _, _ = fake_engine
-    r = Embedder(engine, backend="tensorrt").embed(np.zeros((2, 100), np.float32))  # 0 timestamps
+    r = Embedder(engine, backend="tensorrt", cuda_graph=False).embed(np.zeros((2, 100), np.float32))  # 0 timestamps
     assert r.timestamp_embeddings.shape == (2, 0, 64) and r.scene_embeddings.shape == (2, 1024)
 
 
@@ -273,7 +285,7 @@ def test_a_worker_per_thread(fake_engine):
     from kwmlp.runtime import Embedder
 
     engine, _, _ = fake_engine
-    e = Embedder(engine, backend="tensorrt")
+    e = Embedder(engine, backend="tensorrt", cuda_graph=False)
     audio = [np.random.default_rng(i).uniform(-0.5, 0.5, (2, 20000 + 9000 * i)).astype(np.float32) for i in range(2)]
     want = [e.embed(a).scene_embeddings for a in audio]
     got, errors = {}, []
@@ -301,7 +313,7 @@ def test_engine_for_another_gpu_falls_back(fake_engine, caplog, monkeypatch):
     engine, onnx_path, cuda = fake_engine
     monkeypatch.setattr(cuda, "device", lambda: ("NVIDIA H100", "9.0", "12.6"))
     with pytest.raises(EngineMismatch, match=r"cannot run here: it was built for Fake GPU \(compute capability 8.7\)"):
-        Embedder(engine, backend="tensorrt")
+        Embedder(engine, backend="tensorrt", cuda_graph=False)
     with caplog.at_level(logging.INFO, logger="kwmlp"):
         e = Embedder(engine)
     assert e.backend in ("onnxruntime-cpu", "openvino")

@@ -18,10 +18,11 @@ import os
 
 from kwmlp.artifact.metadata import LAYOUT_EMBEDDINGS, LAYOUT_KEYWORDS, ModelInfo
 from kwmlp.artifact.sidecar import EngineInfo, read_sidecar, sidecar_path
+from kwmlp.dims import HOP_LENGTH
 from kwmlp.errors import KwmlpError, first_line
 
 __all__ = [
-    "EMBEDDING_INPUT", "EMBEDDING_OUTPUTS", "ENGINE_SUFFIXES", "KEYWORD_INPUT", "KEYWORD_OUTPUTS",
+    "EMBEDDING_DIMS", "EMBEDDING_INPUT", "EMBEDDING_OUTPUTS", "KEYWORD_DIMS", "io_shapes", "ENGINE_SUFFIXES", "KEYWORD_INPUT", "KEYWORD_OUTPUTS",
     "LAYOUT_EMBEDDINGS", "LAYOUT_KEYWORDS", "ModelInfo", "engine_beside", "engine_keywords_path",
     "is_engine", "is_keywords_file", "keywords_path_for", "onnx_behind", "read_model_info",
     "open_onnx", "require_file", "keywords_model_path", "sidecar_path",
@@ -37,6 +38,9 @@ EMBEDDING_INPUT = "audio"
 EMBEDDING_OUTPUTS = ("timestamp_embeddings", "timestamps", "scene_embeddings")
 KEYWORD_INPUT = "windows"
 KEYWORD_OUTPUTS = ("keyword_logits", "chunk_embeddings")
+# The graphs' symbolic input dimensions (what ONNX Runtime's free-dimension overrides name).
+EMBEDDING_DIMS = ("batch", "samples")
+KEYWORD_DIMS = ("windows",)
 IO_OF_LAYOUT = {
     LAYOUT_EMBEDDINGS: ((EMBEDDING_INPUT,), EMBEDDING_OUTPUTS),
     LAYOUT_KEYWORDS: ((KEYWORD_INPUT,), KEYWORD_OUTPUTS),
@@ -138,6 +142,21 @@ def open_onnx(path: str, options=None, providers: list | None = None):
         if isinstance(e, KwmlpError):
             raise
         raise KwmlpError(f"{path} could not be loaded as an ONNX model ({first_line(e)[:200]})") from e
+
+
+def io_shapes(info: ModelInfo, input_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+    """Every input and output shape of ``info``'s graph when its input has ``input_shape``:
+    ``audio (B, L)`` -> ``(B, L // 160, d)``, ``(B, L // 160)``, ``(B, 16 d)``; ``windows (W, 16000)``
+    -> ``(W, classes)``, ``(W, 98, d)``."""
+    d = info.dims
+    if info.layout == LAYOUT_KEYWORDS:
+        (w, _) = input_shape
+        return {KEYWORD_INPUT: tuple(input_shape), KEYWORD_OUTPUTS[0]: (w, d.num_classes),
+                KEYWORD_OUTPUTS[1]: (w, d.n_frames, d.dim)}
+    b, n = input_shape
+    t = n // HOP_LENGTH
+    return {EMBEDDING_INPUT: tuple(input_shape), EMBEDDING_OUTPUTS[0]: (b, t, d.dim), EMBEDDING_OUTPUTS[1]: (b, t),
+            EMBEDDING_OUTPUTS[2]: (b, d.scene_size)}
 
 
 def check_layout(info: ModelInfo, path: str, layout: str, inputs, outputs) -> None:

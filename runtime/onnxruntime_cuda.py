@@ -1,0 +1,178 @@
+"""ONNX Runtime's CUDA provider with the whole graph on the device: a session per input shape the
+runtime meets repeatedly, bound to preallocated device buffers with pinned host staging, and
+replayed as a CUDA graph (:mod:`kwmlp.runtime.device_graph` owns the buffers, the states and the
+cache; this module supplies the ONNX Runtime :class:`~kwmlp.runtime.device_graph.Executor`).
+
+A session at a fixed shape is opened on the export's fixed-shape file for that shape when one lies
+beside it (``kwmlp export --fixed-shape``), else on the export itself with ONNX Runtime's
+free-dimension overrides, which fold the graph's shape arithmetic for that shape. It asks for
+``enable_cuda_graph`` and runs on the shape's own stream (``user_compute_stream``), so that the
+staging copies and ONNX Runtime's kernels are ordered on one stream. ONNX Runtime refuses CUDA
+graphs when nodes of the graph are left off the CUDA provider with Memcpy nodes around them; the
+session is then opened without graphs, runs plainly on the same buffers, and the refusal is
+logged at debug level (``kwmlp --debug``).
+
+ONNX Runtime captures inside a session's first run (it runs the model, then runs it again under
+capture, then replays it, all in one ``run_with_iobinding``); every later run replays.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+
+from kwmlp.artifact import EMBEDDING_DIMS, EMBEDDING_INPUT, IO_OF_LAYOUT, KEYWORD_DIMS, ModelInfo, import_onnxruntime, io_shapes
+from kwmlp.errors import KwmlpError, first_line
+from kwmlp.runtime import onnxruntime_backend as ortb
+from kwmlp.runtime.device_graph import Executor, GraphReport, ShapeCache, ShapedRun, TensorSpec
+from kwmlp.runtime.runner import Runner
+from kwmlp.runtime.shapes import bucket_rows, pad_rows
+
+log = logging.getLogger("kwmlp")
+
+_ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+# the run option that leaves the stream unsynchronized at the end of a run: the downloads that
+# follow on the same stream, then one synchronize, order everything
+_NO_SYNC = "disable_synchronize_execution_providers"
+
+
+def session_options(ort, input_name: str, shape: tuple[int, ...], threads: int | None):
+    """Session options that fix the graph's free dimensions to ``shape``."""
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    opts.intra_op_num_threads = threads or 1  # only shape nodes may run on the CPU
+    names = EMBEDDING_DIMS if input_name == EMBEDDING_INPUT else KEYWORD_DIMS
+    for name, size in zip(names, shape):
+        opts.add_free_dimension_override_by_name(name, int(size))
+    return opts
+
+
+class OrtShapeExecutor(Executor):
+    """One ONNX Runtime CUDA session at one input shape, bound to device buffers through IO binding."""
+
+    def __init__(self, path: str, info: ModelInfo, shape: tuple[int, ...], stream_handle: int,
+                 graphs: bool, threads: int | None = None):
+        self.ort = import_onnxruntime()
+        self.path, self.shape = path, tuple(shape)
+        self.session, self.refused = self._open(info, stream_handle, graphs, threads)
+        self.tensors = self._specs(info)
+        self.io = self.session.io_binding()
+        self.options = self.ort.RunOptions()
+        self.options.add_run_config_entry(_NO_SYNC, "1")
+
+    def _open(self, info: ModelInfo, stream_handle: int, graphs: bool, threads: int | None):
+        input_name = IO_OF_LAYOUT[info.layout][0][0]
+        opts = lambda: session_options(self.ort, input_name, self.shape, threads)  # one per try
+        cuda = {**ortb.cuda_options(self.ort.__version__), "has_user_compute_stream": "1",
+                "user_compute_stream": str(stream_handle)}
+        if graphs:
+            try:
+                return self._session(opts(), {**cuda, "enable_cuda_graph": "1"}), None
+            except KwmlpError as e:  # e.g. "... all compute graph nodes have not been partitioned to the CUDA EP"
+                refused = f"ONNX Runtime refused CUDA graphs ({str(e).split(' (', 1)[-1].rstrip(')')[:200]})"
+        else:
+            refused = "CUDA graphs are off"
+        return self._session(opts(), cuda), refused
+
+    def _session(self, opts, cuda: dict):
+        try:
+            return self.ort.InferenceSession(self.path, sess_options=opts,
+                                             providers=[("CUDAExecutionProvider", cuda), "CPUExecutionProvider"])
+        except Exception as e:  # ORT's own exception types
+            raise KwmlpError(f"ONNX Runtime could not open {os.path.basename(self.path)} at shape "
+                             f"{self.shape} on CUDA ({first_line(e)[:300]})") from e
+
+    def _specs(self, info: ModelInfo) -> dict[str, TensorSpec]:
+        shapes = io_shapes(info, self.shape)
+        types = {a.name: a.type for a in self.session.get_inputs() + self.session.get_outputs()}
+        inputs = {a.name for a in self.session.get_inputs()}
+        return {n: TensorSpec(shapes[n], np.dtype(_ORT_DTYPES.get(types[n], np.float32)), n in inputs) for n in types}
+
+    def bind(self, buffers) -> None:
+        for name, spec in self.tensors.items():
+            bind = self.io.bind_input if spec.is_input else self.io.bind_output
+            bind(name, "cuda", 0, spec.dtype, list(spec.shape), buffers.device[name])
+
+    def enqueue(self) -> None:
+        self.session.run_with_iobinding(self.io, self.options)
+
+    def capture(self):
+        # ONNX Runtime captured inside the first run (module docstring): this run is its replay
+        self.enqueue()
+        return self.session
+
+    def replay(self, graph) -> None:
+        self.enqueue()
+
+    def close(self) -> None:
+        self.io = self.session = None
+
+
+class OrtCudaRunner(Runner):
+    """ONNX Runtime's CUDA provider: calls at a shape met ``admit_after`` times run on a session of
+    their own at that shape (:class:`OrtShapeExecutor`, replayed as a CUDA graph where ONNX Runtime
+    allows); other calls run on the general session (``general``, an :class:`OrtRunner`).
+
+    ``cuda`` is the CUDA API of :mod:`kwmlp.cuda` (streams and pinned memory); ``capacity`` bounds
+    the shapes held at once.
+    """
+
+    fixed_shapes = True  # calls at repeated shapes replay: the embedder pads calls to few shapes
+
+    def __init__(self, general: Runner, info: ModelInfo, cuda, graphs: bool = True, capacity: int = 8,
+                 admit_after: int = 2, threads: int | None = None):
+        self.general, self.info, self.cuda, self.graphs = general, info, cuda, graphs
+        self.path, self.backend, self.providers = general.path, general.backend, general.providers
+        self.inputs, self.outputs = general.inputs, general.outputs
+        self.max_samples, self.cache_sized_calls = general.max_samples, False
+        self.threads = threads
+        self.shapes = ShapeCache(self._shaped, capacity=capacity, admit_after=admit_after)
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return self.general.metadata
+
+    def _shaped(self, shape: tuple[int, ...]) -> ShapedRun:
+        stream = self.cuda.stream()
+        try:
+            executor = OrtShapeExecutor(self.path, self.info, shape, self.cuda.handle(stream), self.graphs,
+                                        self.threads)
+            return ShapedRun(self.cuda, executor, stream, use_graphs=self.graphs,
+                             check=lambda x: self.general.run({self.inputs[0]: x}))
+        except Exception:
+            self.cuda.destroy_stream(stream)
+            raise
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        (x,) = feeds.values()
+        rows = bucket_rows(len(x))  # small calls meet few shapes (kwmlp.runtime.shapes)
+        shaped = self.shapes.get((rows,) + x.shape[1:])
+        if shaped is None:
+            return self.general.run(feeds)
+        return {k: v[: len(x)] for k, v in shaped.run(pad_rows(x, rows)).items()}
+
+    def graph_report(self) -> GraphReport:
+        return self.shapes.report()
+
+    def close(self) -> None:
+        self.shapes.close()
+        self.general.close()
+
+
+def on_device(general: Runner, graphs: bool = True, threads: int | None = None) -> Runner:
+    """``general`` (an ONNX Runtime CUDA session) with sessions at fixed shapes added, where the CUDA
+    bindings that stage and stream them are installed; else ``general`` as it is (the reason at
+    debug level)."""
+    from kwmlp import cuda as cuda_api
+
+    try:
+        api = cuda_api.load()
+        info = ModelInfo.from_props(general.metadata, general.path)
+    except KwmlpError as e:
+        log.debug("kwmlp: %s runs without sessions at fixed shapes or CUDA graphs (%s)",
+                  os.path.basename(general.path), e)
+        return general
+    return OrtCudaRunner(general, info, api, graphs=graphs, threads=threads)

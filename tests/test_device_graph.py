@@ -1,0 +1,357 @@
+"""Sessions at fixed shapes on a CUDA device (kwmlp.runtime.device_graph) and ONNX Runtime's CUDA
+path over them (kwmlp.runtime.onnxruntime_cuda), driven on the CPU by fakes:
+
+- a fake CUDA API over host memory (the TensorRT fake's), so staging and downloads really move bytes;
+- a fake of ONNX Runtime's CUDA provider whose sessions compute with real CPU sessions (with the
+  free-dimension overrides the runner asked for) on the bytes at the bound addresses, and which,
+  like ONNX Runtime, captures at its first run: later runs replay the addresses bound at capture.
+  A runner that moved its buffers after capture would read and write stale memory, and the fake
+  shows it. It refuses CUDA graphs, as ONNX Runtime does, when told the graph has Memcpy nodes.
+"""
+
+import ctypes
+import logging
+import threading
+
+import numpy as np
+import pytest
+
+from conftest import max_abs
+from kwmlp.errors import KwmlpError
+from test_gpu_review_fixes import CUDA, gpu_session  # noqa: F401  (the fixture)
+from test_tensorrt_runner_fake import FakeCuda
+
+REFUSAL = ("This session cannot use the CUDA Graph feature as requested by the user  as all compute graph nodes "
+           "have not been partitioned to the CUDA EP.")
+
+
+def _host(ptr, shape, dtype=np.float32):
+    n = int(np.prod(shape))
+    return np.frombuffer((ctypes.c_char * (n * np.dtype(dtype).itemsize)).from_address(ptr), dtype).reshape(shape)
+
+
+class FakeCudaOrt:
+    """The parts of ``onnxruntime`` the CUDA path uses, over real CPU sessions."""
+
+    def __init__(self, memcpy_nodes=0, garbage_replays=False):
+        import onnxruntime as real
+
+        self.real, self.memcpy_nodes, self.garbage_replays = real, memcpy_nodes, garbage_replays
+        self.GraphOptimizationLevel = real.GraphOptimizationLevel
+        self.__version__ = real.__version__
+        self.sessions = []
+        fake = self
+
+        class SessionOptions:
+            def __init__(self):
+                self.overrides = {}
+                self.graph_optimization_level = self.log_severity_level = self.intra_op_num_threads = None
+
+            def add_free_dimension_override_by_name(self, name, size):
+                self.overrides[name] = size
+
+        class RunOptions:
+            def __init__(self):
+                self.entries = {}
+
+            def add_run_config_entry(self, key, value):
+                self.entries[key] = value
+
+        self.SessionOptions, self.RunOptions = SessionOptions, RunOptions
+
+        def session(path, sess_options, providers):
+            return fake.Session(fake, path, sess_options, providers)
+
+        self.InferenceSession = session
+
+    class Session:
+        def __init__(self, fake, path, options, providers):
+            (name, cuda), cpu = providers
+            assert name == CUDA and cpu == "CPUExecutionProvider"
+            assert cuda["has_user_compute_stream"] == "1" and int(cuda["user_compute_stream"])
+            self.graphs = cuda.get("enable_cuda_graph") == "1"
+            if self.graphs and fake.memcpy_nodes:
+                raise RuntimeError(f"[ONNXRuntimeError] : 1 : FAIL : {REFUSAL}")
+            real_options = fake.real.SessionOptions()
+            for dim, size in options.overrides.items():  # real ORT folds the graph at these sizes
+                real_options.add_free_dimension_override_by_name(dim, size)
+            self.cpu = fake.real.InferenceSession(path, real_options, providers=["CPUExecutionProvider"])
+            self.fake, self.options, self.provider_options = fake, options, cuda
+            self.runs, self.captured, self.run_options = 0, None, []
+            fake.sessions.append(self)
+
+        def get_inputs(self):
+            return self.cpu.get_inputs()
+
+        def get_outputs(self):
+            return self.cpu.get_outputs()
+
+        def io_binding(self):
+            session = self
+
+            class Binding:
+                def __init__(self):
+                    self.inputs, self.outputs = {}, {}
+
+                def bind_input(self, name, device, device_id, dtype, shape, ptr):
+                    assert device == "cuda" and device_id == 0
+                    self.inputs[name] = (tuple(shape), np.dtype(dtype), ptr)
+
+                def bind_output(self, name, device, device_id, dtype, shape, ptr):
+                    assert device == "cuda" and device_id == 0
+                    self.outputs[name] = (tuple(shape), np.dtype(dtype), ptr)
+
+            session.binding = Binding()
+            return session.binding
+
+        def run_with_iobinding(self, io, run_options):
+            self.runs += 1
+            self.run_options.append(dict(run_options.entries))
+            bound = (dict(io.inputs), dict(io.outputs))
+            replay = self.captured is not None
+            if self.graphs and self.captured is None:
+                self.captured = bound  # ONNX Runtime captures in its first run; later runs replay it
+            inputs, outputs = self.captured if replay else bound
+            feeds = {n: _host(p, s, d).copy() for n, (s, d, p) in inputs.items()}
+            results = self.cpu.run(list(outputs), feeds)
+            for (name, (shape, dtype, ptr)), y in zip(outputs.items(), results):
+                assert y.shape == shape, (name, y.shape, shape)
+                out = _host(ptr, shape, dtype)
+                out[...] = np.nan if replay and self.fake.garbage_replays else y
+
+
+@pytest.fixture
+def cuda_ort(monkeypatch, gpu_session, random_exported):  # noqa: F811
+    """``make(**fake options)`` -> (an Embedder on "onnxruntime-cuda" over fakes, the fake ORT, the CPU Embedder)."""
+    from kwmlp import cuda as cuda_api
+    from kwmlp.runtime import Embedder, onnxruntime_backend as ortb, onnxruntime_cuda
+
+    path = random_exported()
+    cuda = FakeCuda()
+    monkeypatch.setattr(cuda_api, "load", lambda: cuda)
+    monkeypatch.setattr(ortb, "available_providers", lambda: [CUDA, "CPUExecutionProvider"])
+    gpu_session({CUDA: 40})  # the general sessions say they run on the CUDA provider
+
+    def make(**options):
+        fake = FakeCudaOrt(**options)
+        monkeypatch.setattr(onnxruntime_cuda, "import_onnxruntime", lambda: fake)
+        emb = Embedder(path, backend="onnxruntime-cuda")
+        return emb, fake, Embedder(path, backend="onnxruntime-cpu")
+
+    return make
+
+
+def _audio(shape, seed=0):
+    return np.random.default_rng(seed).uniform(-0.5, 0.5, shape).astype(np.float32)
+
+
+def _same(got, want, tol=1e-5):
+    assert max_abs(got.timestamp_embeddings, want.timestamp_embeddings) <= tol
+    assert max_abs(got.scene_embeddings, want.scene_embeddings) <= tol
+    np.testing.assert_array_equal(got.timestamps, want.timestamps)
+
+
+def test_a_repeated_shape_is_captured_once_then_replayed(cuda_ort):
+    emb, fake, cpu = cuda_ort()
+    assert emb.backend == "onnxruntime-cuda"
+    for i in range(6):  # 1 s clips: each runs as 1 x 31680 samples, the longest clip of 2 chunks
+        x = _audio((1, 16000), seed=i)
+        _same(emb.embed(x), cpu.embed(x))
+    # call 1 on the general session (a shape is admitted on its second call), call 2 the shape's
+    # first plain run (ONNX Runtime captures inside it), call 3 checked against the general path,
+    # calls 4-6 replay
+    report = emb.graph_report()
+    assert (report.captured, report.replays, report.refused) == (1, 3, {})
+    (session,) = fake.sessions
+    assert session.graphs and session.options.overrides == {"batch": 1, "samples": 31680}
+    assert session.runs == 5 and session.captured is not None
+    assert all(o == {"disable_synchronize_execution_providers": "1"} for o in session.run_options)
+
+
+def test_memcpy_nodes_refuse_graphs_and_say_why(cuda_ort, caplog):
+    emb, fake, cpu = cuda_ort(memcpy_nodes=37)
+    with caplog.at_level(logging.DEBUG, logger="kwmlp"):
+        for i in range(4):
+            x = _audio((2, 24000), seed=i)
+            _same(emb.embed(x), cpu.embed(x))
+    report = emb.graph_report()
+    assert (report.captured, report.replays) == (0, 0)
+    assert list(report.refused) == ["2x31680"]
+    assert "ONNX Runtime refused CUDA graphs" in report.refused["2x31680"]
+    assert "have not been partitioned to the CUDA EP" in report.refused["2x31680"]
+    (session,) = fake.sessions  # reopened without graphs, still on the preallocated buffers
+    assert not session.graphs and session.runs == 3
+    lines = [r.getMessage() for r in caplog.records if "without a CUDA graph" in r.getMessage()]
+    assert len(lines) == 1 and "2x31680" in lines[0] and lines[0].count("\n") == 0
+
+
+def test_a_bad_replay_is_caught_and_the_shape_runs_plainly(cuda_ort, caplog):
+    # a replay that writes garbage (here: NaN) must not reach the caller: the first replay of a
+    # shape is checked against the general path, and a disagreement drops the graph
+    emb, fake, cpu = cuda_ort(garbage_replays=True)
+    x = _audio((1, 16000))
+    with caplog.at_level(logging.WARNING, logger="kwmlp"):
+        for _ in range(3):
+            _same(emb.embed(x), cpu.embed(x))
+    assert "CUDA graph dropped" in caplog.text
+    report = emb.graph_report()
+    assert report.captured == 1 and "differ from a plain run" in report.refused["1x31680"]
+
+
+def test_small_batches_and_keyword_windows_meet_few_shapes(cuda_ort):
+    emb, fake, cpu = cuda_ort()
+    for rows in (3, 4, 3, 4):  # 3 rows run padded to 4: one shape
+        x = _audio((rows, 20000), seed=rows)
+        _same(emb.embed(x), cpu.embed(x))
+    windows = _audio((1, 16000), seed=9)
+    for _ in range(3):
+        assert max_abs(emb.keyword_logits(windows), cpu.keyword_logits(windows)) <= 1e-5
+    shapes = sorted(tuple(s.options.overrides.items()) for s in fake.sessions)
+    assert shapes == [(("batch", 4), ("samples", 31680)), (("windows", 1),)]
+    assert emb.graph_report().captured == 2
+
+
+def test_graphs_off_runs_plainly_on_fixed_buffers(cuda_ort, monkeypatch):
+    from kwmlp.runtime import Embedder
+
+    _, fake, cpu = cuda_ort()
+    emb = Embedder(cpu.model_path, backend="onnxruntime-cuda", cuda_graph=False)
+    for i in range(3):
+        x = _audio((1, 8000), seed=i)
+        _same(emb.embed(x), cpu.embed(x))
+    assert emb.graph_report().refused == {"1x15680": "CUDA graphs are off"}
+    assert not fake.sessions[-1].graphs
+
+
+# --- the state machine and the cache, with a fake executor -----------------------------------------
+
+class DoubleIt:
+    """An executor computing y = 2 x on host memory; ``capture`` snapshots the addresses."""
+
+    def __init__(self, shape, refused=None, fail_capture=False):
+        from kwmlp.runtime.device_graph import TensorSpec
+
+        self.tensors = {"x": TensorSpec(shape, np.dtype(np.float32), True),
+                        "y": TensorSpec(shape, np.dtype(np.float32), False)}
+        self.refused, self.fail_capture = refused, fail_capture
+        self.calls, self.closed = [], False
+
+    def bind(self, buffers):
+        self.ptrs = dict(buffers.device)
+
+    def enqueue(self, ptrs=None):
+        ptrs = ptrs or self.ptrs
+        shape = self.tensors["x"].shape
+        _host(ptrs["y"], shape)[...] = 2 * _host(ptrs["x"], shape)
+        self.calls.append("enqueue")
+
+    def capture(self):
+        from kwmlp.runtime.device_graph import CaptureRefused
+
+        if self.fail_capture:
+            raise CaptureRefused("stream capture is not allowed here")
+        self.calls.append("capture")
+        frozen = dict(self.ptrs)
+        self.enqueue(frozen)
+        return frozen
+
+    def replay(self, graph):
+        self.calls.append("replay")
+        self.enqueue(graph)
+
+    def release(self, graph):
+        self.calls.append("release")
+
+    def close(self):
+        self.closed = True
+
+
+def _shaped(shape=(2, 3), check=None, use_graphs=True, **kw):
+    from kwmlp.runtime.device_graph import ShapedRun
+
+    cuda = FakeCuda()
+    return ShapedRun(cuda, DoubleIt(shape, **kw), cuda.stream(), use_graphs=use_graphs, check=check)
+
+
+def test_states_cold_warm_captured():
+    run = _shaped()
+    for i in range(4):
+        x = np.full((2, 3), i, np.float32)
+        np.testing.assert_array_equal(run.run(x)["y"], 2 * x)
+    assert run.executor.calls == ["enqueue", "capture", "enqueue", "replay", "enqueue", "replay", "enqueue"]
+    assert run.state == "captured" and (run.report.captured, run.report.replays, run.report.plain_runs) == (1, 2, 1)
+    run.close()
+    assert run.executor.closed and "release" in run.executor.calls
+
+
+def test_a_refused_capture_runs_plainly_with_its_reason():
+    run = _shaped(fail_capture=True)
+    for i in range(3):
+        x = np.full((2, 3), i, np.float32)
+        np.testing.assert_array_equal(run.run(x)["y"], 2 * x)
+    assert run.state == "plain" and "stream capture is not allowed here" in run.report.refused["2x3"]
+    assert run.executor.calls == ["enqueue"] * 3
+    assert _shaped(refused="37 Memcpy nodes").report.refused == {"2x3": "37 Memcpy nodes"}
+    assert _shaped(use_graphs=False).state == "plain"
+
+
+def test_a_first_run_that_disagrees_marks_the_shape_broken(caplog):
+    wrong = lambda x: {"y": 3 * x}  # the general path says otherwise
+    run = _shaped(check=wrong)
+    x = np.ones((2, 3), np.float32)
+    with caplog.at_level(logging.WARNING, logger="kwmlp"):
+        np.testing.assert_array_equal(run.run(x)["y"], 3 * x)  # the general path's answer
+    assert run.broken and "y: max difference 1.0" in run.broken and "runs on the general path" in caplog.text
+
+
+def test_the_cache_admits_bounds_and_forgets():
+    from kwmlp.runtime.device_graph import ShapeCache
+
+    made = []
+
+    def make(shape):
+        if shape == (9, 9):
+            raise KwmlpError("cannot open this shape")
+        made.append(_shaped(shape))
+        return made[-1]
+
+    cache = ShapeCache(make, capacity=2, admit_after=2)
+    assert cache.get((1, 1)) is None and len(made) == 0  # met once: the general path
+    a = cache.get((1, 1))
+    assert a is made[0]
+    cache.get((2, 2)), cache.get((2, 2)), cache.get((3, 3)), cache.get((3, 3))  # evicts (1, 1), the oldest
+    assert a.executor.closed and not made[1].executor.closed and len(made) == 3
+    assert cache.get((9, 9)) is None and cache.get((9, 9)) is None  # failed once: stays on the general path
+    assert cache.report().refused == {"9x9": "cannot open this shape"}
+    cache.close()
+    assert all(r.executor.closed for r in made)
+
+
+def test_one_thread_at_a_time_per_shape():
+    from kwmlp.runtime.device_graph import ShapeCache
+
+    cache = ShapeCache(lambda s: _shaped(s), capacity=4, admit_after=1)
+    errors = []
+
+    def work(i):
+        try:
+            for k in range(50):
+                x = np.full((2, 3), i * 100 + k, np.float32)
+                np.testing.assert_array_equal(cache.get((2, 3)).run(x)["y"], 2 * x)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert not errors
+
+
+def test_pipelined_pieces_come_back_in_order():
+    from kwmlp.runtime.device_graph import pipelined
+
+    lanes = [_shaped(), _shaped()]
+    pieces = [np.full((2, 3), k, np.float32) for k in range(7)]
+    out = pipelined(lanes, pieces)
+    assert [float(o["y"][0, 0]) for o in out] == [2.0 * k for k in range(7)]
+    assert lanes[0].report.plain_runs + lanes[0].report.captured + lanes[0].report.replays == 4
