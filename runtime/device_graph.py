@@ -41,6 +41,7 @@ from typing import Callable
 import numpy as np
 
 from kwmlp.errors import KwmlpError, first_line
+from kwmlp.runtime.shapes import pad_rows
 
 log = logging.getLogger("kwmlp")
 
@@ -312,29 +313,31 @@ class ShapeCache:
         if capacity < 1 or admit_after < 1:
             raise ValueError("capacity and admit_after must be at least 1")
         self.make, self.capacity, self.admit_after = make, capacity, admit_after
-        self._runs: OrderedDict[tuple[int, ...], ShapedRun] = OrderedDict()
+        self._runs: OrderedDict[tuple[int, ...], ShapedRun] = OrderedDict()  # (lane, *shape) -> run
         self._seen: OrderedDict[tuple[int, ...], int] = OrderedDict()
         self._lock = threading.Lock()
         self._closed = GraphReport()  # what evicted runs did, kept for the report
         self._failed: dict[tuple[int, ...], str] = {}  # shapes whose run could not be made, and why
 
-    def get(self, shape: tuple[int, ...]) -> ShapedRun | None:
-        """The ShapedRun of ``shape``, or None while the shape has not been met often enough."""
+    def get(self, shape: tuple[int, ...], lane: int = 0) -> ShapedRun | None:
+        """The ShapedRun of ``shape`` (``lane``: one of several runs of that shape, each on its own
+        stream, for :func:`pipelined`), or None while the shape has not been met often enough."""
         shape = tuple(int(d) for d in shape)
+        key = (lane,) + shape
         with self._lock:
-            run = self._runs.get(shape)
+            run = self._runs.get(key)
             if run is not None and run.broken:
                 self._failed[shape] = run.broken
-                self._retire(self._runs.pop(shape))
+                self._retire(self._runs.pop(key))
                 return None
             if run is not None:
-                self._runs.move_to_end(shape)
+                self._runs.move_to_end(key)
                 return run
             if shape in self._failed:
                 return None
-            seen = self._seen.pop(shape, 0) + 1
+            seen = self._seen.pop(key, 0) + 1
             if seen < self.admit_after:
-                self._seen[shape] = seen
+                self._seen[key] = seen
                 while len(self._seen) > 4 * self.capacity:  # remember a bounded number of shapes
                     self._seen.popitem(last=False)
                 return None
@@ -342,7 +345,7 @@ class ShapeCache:
                 _, old = self._runs.popitem(last=False)
                 self._retire(old)
             try:
-                run = self._runs[shape] = self.make(shape)
+                run = self._runs[key] = self.make(shape)
             except KwmlpError as e:  # the general path keeps serving this shape
                 self._failed[shape] = str(e)
                 log.debug("kwmlp: shape %s stays on the general path: %s", shape_name(shape), e)
@@ -366,3 +369,20 @@ class ShapeCache:
         with self._lock:
             while self._runs:
                 self._retire(self._runs.popitem(last=False)[1])
+
+
+def run_in_lanes(cache: ShapeCache, x: np.ndarray, rows: int, lanes: int = 2) -> dict[str, np.ndarray] | None:
+    """``x`` (batch first) in pieces of ``rows`` rows (the last one zero-padded) on ``lanes`` runs of
+    the piece's shape, pipelined (:func:`pipelined`); outputs concatenated and cut to ``len(x)``.
+    None when the cache has no run for the piece shape yet (the caller's general path runs it)."""
+    shape = (rows,) + x.shape[1:]
+    runs = [cache.get(shape, lane) for lane in range(lanes)]
+    if any(r is None for r in runs):
+        return None
+    pieces = [x[i : i + rows] for i in range(0, len(x), rows)]
+    pieces[-1] = pad_rows(pieces[-1], rows)
+    if all(r.state in (CAPTURED, PLAIN) for r in runs):
+        outs = pipelined(runs, pieces)
+    else:  # warming up: one piece at a time, each lane's first runs checked (ShapedRun.run)
+        outs = [runs[k % lanes].run(p) for k, p in enumerate(pieces)]
+    return {k: np.concatenate([o[k] for o in outs])[: len(x)] for k in outs[0]}

@@ -26,7 +26,7 @@ import numpy as np
 from kwmlp.artifact import EMBEDDING_DIMS, EMBEDDING_INPUT, IO_OF_LAYOUT, KEYWORD_DIMS, ModelInfo, import_onnxruntime, io_shapes
 from kwmlp.errors import KwmlpError, first_line
 from kwmlp.runtime import onnxruntime_backend as ortb
-from kwmlp.runtime.device_graph import Executor, GraphReport, ShapeCache, ShapedRun, TensorSpec
+from kwmlp.runtime.device_graph import Executor, GraphReport, ShapeCache, ShapedRun, TensorSpec, run_in_lanes
 from kwmlp.runtime.runner import Runner
 from kwmlp.runtime.shapes import bucket_rows, pad_rows
 
@@ -121,6 +121,10 @@ class OrtCudaRunner(Runner):
     """
 
     fixed_shapes = True  # calls at repeated shapes replay: the embedder pads calls to few shapes
+    # Rows per piece of a large batch. A piece of 32 ten-second clips is 20 MB in and a few ms of
+    # work on a large GPU: long enough to hide the next piece's upload, short enough that the
+    # first upload and the last download (not overlapped) stay small.
+    piece_rows = 32
 
     def __init__(self, general: Runner, info: ModelInfo, cuda, graphs: bool = True, capacity: int = 8,
                  admit_after: int = 2, threads: int | None = None):
@@ -148,6 +152,9 @@ class OrtCudaRunner(Runner):
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         (x,) = feeds.values()
+        if len(x) > self.piece_rows:  # a large batch: pieces on two streams, copies overlapping compute
+            out = run_in_lanes(self.shapes, x, self.piece_rows)
+            return self.general.run(feeds) if out is None else out
         rows = bucket_rows(len(x))  # small calls meet few shapes (kwmlp.runtime.shapes)
         shaped = self.shapes.get((rows,) + x.shape[1:])
         if shaped is None:

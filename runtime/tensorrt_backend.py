@@ -21,7 +21,7 @@ import numpy as np
 
 from kwmlp.errors import KwmlpError
 from kwmlp.artifact.sidecar import EngineInfo, first_fitting, mismatch, read_sidecar, rows_per_call, this_device
-from kwmlp.runtime.device_graph import Executor, GraphReport, ShapeCache, ShapedRun, TensorSpec
+from kwmlp.runtime.device_graph import Executor, GraphReport, ShapeCache, ShapedRun, TensorSpec, run_in_lanes
 from kwmlp.runtime.runner import Runner, run_in_rows
 from kwmlp.trt import import_tensorrt, logger as trt_logger
 
@@ -297,6 +297,10 @@ class TrtRunner(Runner):
         profile, rows = rows_per_call(self.info.profiles, x.shape, self.path)
         w = self._worker()
         with self.cuda.context():
+            if w.shapes is not None and len(x) > rows:  # pieces on two streams, copies overlapping compute
+                out = run_in_lanes(w.shapes, x, rows)
+                if out is not None:
+                    return out
             # with CUDA graphs the remainder piece is padded to the full pieces' shape, so that a
             # split batch meets one shape and replays its graph
             return run_in_rows(lambda f: w.run(f[self.inputs[0]], profile), feeds, rows, self.outputs,

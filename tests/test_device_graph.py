@@ -355,3 +355,15 @@ def test_pipelined_pieces_come_back_in_order():
     out = pipelined(lanes, pieces)
     assert [float(o["y"][0, 0]) for o in out] == [2.0 * k for k in range(7)]
     assert lanes[0].report.plain_runs + lanes[0].report.captured + lanes[0].report.replays == 4
+
+
+def test_a_large_batch_runs_in_pieces_on_two_streams(cuda_ort):
+    emb, fake, cpu = cuda_ort()
+    x = _audio((40, 16000), seed=3)  # pieces of 32 rows: 32 + 8 padded to 32
+    want = cpu.embed(x)
+    for _ in range(4):
+        _same(emb.embed(x), want)
+    lanes = [s for s in fake.sessions if s.options.overrides == {"batch": 32, "samples": 31680}]
+    streams = {s.provider_options["user_compute_stream"] for s in lanes}
+    assert len(lanes) == 2 and len(streams) == 2 and all(s.captured is not None for s in lanes)
+    assert emb.graph_report().replays >= 2
