@@ -10,12 +10,15 @@ import numpy as np
 
 from kwmlp.artifact import (
     EMBEDDING_INPUT, EMBEDDING_OUTPUTS, KEYWORD_INPUT, KEYWORD_OUTPUTS, LAYOUT_EMBEDDINGS, LAYOUT_KEYWORDS, ModelInfo, check_layout,
+    keywords_model_path,
 )
 from kwmlp.dims import CHUNK_SAMPLES, num_chunks
 from kwmlp.errors import KwmlpError
 from kwmlp.runtime import shapes
 from kwmlp.runtime.batching import embed_any
 from kwmlp.runtime.blocks import ClipStream
+from kwmlp.runtime.chunk_parallel import ChunkParallel
+from kwmlp.runtime.onnxruntime_backend import OrtRunner, physical_cores
 from kwmlp.runtime.device_graph import GraphReport
 from kwmlp.runtime.inputs import as_windows
 from kwmlp.runtime.loader import BACKENDS, DEVICES, open_model
@@ -31,6 +34,9 @@ DEFAULT_BLOCK_SECONDS = 64
 # One-second chunks per call on a runner that wants cache-sized calls (the CPU): measured on 2
 # cores, 16 x 10 s clips ran 13% faster in calls of 2 clips than in one call.
 CHUNKS_PER_RUN = 24
+# Calls of up to this many one-second chunks (and keyword windows) go over the cores chunk by chunk
+# (kwmlp.runtime.chunk_parallel) where that applies; measured in the README's performance section.
+PARALLEL_MAX_CHUNKS = 64
 # More intra-op threads than this only oversubscribe the cores (100000 never got going).
 MAX_THREADS = 4 * (os.cpu_count() or 1)
 
@@ -90,6 +96,42 @@ class Embedder:
         self.backend = self._runner.backend
         self._keywords: Runner | None = None
         self._keywords_lock = threading.Lock()
+        self._parallel = self._chunk_parallel()
+
+    def _chunk_parallel(self) -> ChunkParallel | None:
+        """Whole chunks over the cores (:mod:`kwmlp.runtime.chunk_parallel`) for ONNX Runtime on a CPU
+        with two threads or more, where the keyword graph holds the embedding's blocks (not for a
+        ``--depth`` export, whose keyword graph runs more blocks than its embedding)."""
+        workers = self.threads or physical_cores()
+        if self.backend != "onnxruntime-cpu" or workers < 2 or self.info.dims.embed_depth != self.info.dims.depth:
+            return None
+        try:
+            path = keywords_model_path(self._opened.onnx_path, self.info)
+        except KwmlpError as e:  # an export without its keyword graph embeds with the embedding graph
+            log.debug("kwmlp: %s: no chunks over cores (%s)", os.path.basename(self.model_path), e)
+            return None
+
+        def open_keywords() -> Runner:
+            runner = OrtRunner(path, threads=1)
+            self._check(runner, LAYOUT_KEYWORDS)
+            return runner
+
+        return ChunkParallel(open_keywords, workers, self.info.scene)
+
+    def _usable_parallel(self) -> ChunkParallel | None:
+        """:attr:`_parallel` once its keyword graph opens; a keyword graph that does not open leaves
+        embeddings to the embedding graph (announced once), and keyword calls to say why."""
+        parallel = self._parallel
+        if parallel is None:
+            return None
+        try:
+            parallel.keywords()
+        except KwmlpError as e:
+            log.warning("kwmlp: %s; embedding with the embedding graph alone", e)
+            self._parallel = None
+            parallel.close()
+            return None
+        return parallel
 
     @staticmethod
     def _check(runner: Runner, layout: str) -> ModelInfo:
@@ -129,6 +171,10 @@ class Embedder:
     def _embed_batch(self, x: np.ndarray) -> EmbeddingResult:
         if not self._runs_whole(x.shape[1]):
             return EmbeddingResult.stack([self._embed_blocks(row) for row in x])
+        parallel = self._usable_parallel()
+        if parallel is not None:
+            rows = max(1, PARALLEL_MAX_CHUNKS // num_chunks(x.shape[1]))
+            return EmbeddingResult.concat([parallel.embed(x[i : i + rows]) for i in range(0, len(x), rows)])
         rows = max(1, CHUNKS_PER_RUN // num_chunks(x.shape[1])) if self._runner.cache_sized_calls else len(x)
         return EmbeddingResult.concat([self._run_embeddings(x[i : i + rows]) for i in range(0, len(x), rows)])
 
@@ -175,19 +221,32 @@ class Embedder:
         """Open and check the keyword graph now (it is otherwise opened on first use), so that a
         server or a live stream fails before it starts: KwmlpError when the ``.keywords.onnx`` is
         missing, unreadable or not a keyword graph."""
-        self._keyword_runner()
+        if self._parallel is not None:
+            self._parallel.keywords()
+        else:
+            self._keyword_runner()
+
+    def _windows(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """The keyword graph on ``x (W, 16000)``: over the cores where :meth:`_chunk_parallel` applies
+        (one window on one thread), else on the keyword runner in calls of cache-sized pieces."""
+        parallel = self._usable_parallel()
+        if parallel is not None:
+            step, run = PARALLEL_MAX_CHUNKS, parallel.windows
+        else:
+            runner = self._keyword_runner()
+            step = CHUNKS_PER_RUN if runner.cache_sized_calls else len(x)
+            run = lambda piece: runner.run({KEYWORD_INPUT: piece})
+        parts = [run(x[i : i + step]) for i in range(0, len(x), step)]
+        return {k: np.concatenate([p[k] for p in parts]) for k in KEYWORD_OUTPUTS}
 
     def keyword_logits(self, windows) -> np.ndarray:
         """35-way Speech Commands logits: float ``(W, 16000)`` one-second windows -> float32 ``(W, 35)``
         (classes in :data:`kwmlp.runtime.KEYWORDS` order)."""
-        return self._keyword_runner().run({KEYWORD_INPUT: as_windows(windows)})[KEYWORD_OUTPUTS[0]]
+        return self._windows(as_windows(windows))[KEYWORD_OUTPUTS[0]]
 
     def chunk_embeddings(self, windows) -> np.ndarray:
         """Per-window frame embeddings without padding or compensation: ``(W, 16000) -> (W, 98, 64)``."""
-        runner, x = self._keyword_runner(), as_windows(windows)
-        step = CHUNKS_PER_RUN if runner.cache_sized_calls else len(x)
-        return np.concatenate([runner.run({KEYWORD_INPUT: x[i : i + step]})[KEYWORD_OUTPUTS[1]]
-                               for i in range(0, len(x), step)])
+        return self._windows(as_windows(windows))[KEYWORD_OUTPUTS[1]]
 
     def graph_report(self) -> GraphReport | None:
         """CUDA graphs captured and replayed so far, and the shapes that run without one and why
@@ -203,6 +262,6 @@ class Embedder:
     def close(self) -> None:
         """Release the sessions or engines now (ONNX Runtime and OpenVINO also free theirs on garbage
         collection; a TensorRT engine's device memory goes back here or when the process ends)."""
-        for runner in (self._keywords, self._runner):
+        for runner in (self._parallel, self._keywords, self._runner):
             if runner is not None:
                 runner.close()

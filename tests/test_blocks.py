@@ -106,7 +106,7 @@ def test_no_call_exceeds_the_runners_longest_input(random_exported, length):
     # a TensorRT engine whose profiles take 3 s: every block, the last included, must fit
     from kwmlp.runtime import Embedder
 
-    e = Embedder(random_exported(), backend="onnxruntime-cpu")
+    e = Embedder(random_exported(), backend="onnxruntime-cpu", threads=1)  # the runner itself, not chunks over cores
     e._runner.max_samples = 48000
     run, seen = e._runner.run, []
     e._runner.run = lambda feeds: seen.append(feeds["audio"].shape[1]) or run(feeds)
@@ -122,7 +122,7 @@ def test_a_runner_too_short_for_blocks_is_one_sentence(random_exported):
     from kwmlp.errors import KwmlpError
     from kwmlp.runtime import Embedder
 
-    e = Embedder(random_exported(), backend="onnxruntime-cpu")
+    e = Embedder(random_exported(), backend="onnxruntime-cpu", threads=1)
     e._runner.max_samples = 24000
     with pytest.raises(KwmlpError, match="takes at most 1.5 s per call"):
         e.embed(np.zeros(30000, np.float32))
@@ -145,7 +145,7 @@ def test_threads_open_one_keyword_runner(random_exported, monkeypatch):
 
     from kwmlp.runtime import Embedder
 
-    e = Embedder(random_exported(), backend="onnxruntime-cpu")
+    e = Embedder(random_exported(), backend="onnxruntime-cpu", threads=1)
     opened, real = [], e._opened.open_keywords
 
     def slow(info):
