@@ -102,6 +102,13 @@ class CudaRuntime:
     def d2h(self, dst: int, src: int, nbytes: int, stream) -> None:
         self._ck(self.rt.cudaMemcpyAsync(dst, src, nbytes, self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream))
 
+    def d2d(self, dst: int, src: int, nbytes: int, stream) -> None:
+        self._ck(self.rt.cudaMemcpyAsync(dst, src, nbytes, self.rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice, stream))
+
+    def d2h_sync(self, dst: int, src: int, nbytes: int) -> None:
+        """A synchronous copy to pageable host memory (DeviceArray.numpy)."""
+        self._ck(self.rt.cudaMemcpy(dst, src, nbytes, self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost))
+
     def sync(self, stream) -> None:
         self._ck(self.rt.cudaStreamSynchronize(stream))
 
@@ -204,6 +211,12 @@ class PyCuda:
 
     def d2h(self, dst: int, src: int, nbytes: int, stream) -> None:
         self.drv.memcpy_dtoh_async(_host_view(dst, nbytes), src, stream)
+
+    def d2d(self, dst: int, src: int, nbytes: int, stream) -> None:
+        self.drv.memcpy_dtod_async(dst, src, nbytes, stream)
+
+    def d2h_sync(self, dst: int, src: int, nbytes: int) -> None:
+        self.drv.memcpy_dtoh(_host_view(dst, nbytes), src)
 
     def sync(self, stream) -> None:
         stream.synchronize()

@@ -41,6 +41,7 @@ from typing import Callable
 import numpy as np
 
 from kwmlp.errors import KwmlpError, first_line
+from kwmlp.runtime.device_array import Allocation, DeviceArray
 from kwmlp.runtime.shapes import pad_rows
 
 log = logging.getLogger("kwmlp")
@@ -99,6 +100,10 @@ class DeviceBuffers:
     def fetch(self, names) -> None:
         for name in names:
             self.cuda.d2h(self._pinned[name], self.device[name], self.tensors[name].nbytes, self.stream)
+
+    def pinned(self, name: str) -> int:
+        """The address of ``name``'s pinned host twin."""
+        return self._pinned[name]
 
     def result(self, name: str) -> np.ndarray:
         return self.host[name].astype(np.float32, copy=True)
@@ -240,12 +245,15 @@ class ShapedRun:
 
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
         with self.lock:
-            before = self.state
-            self.submit(x)
-            out = self.collect()
-            if self.check is None or not (before == COLD or before == WARM and self.state == CAPTURED):
-                return out
-            return self._verified(before, x, out)
+            return self._run(x)
+
+    def _run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        before = self.state
+        self.submit(x)
+        out = self.collect()
+        if self.check is None or not (before == COLD or before == WARM and self.state == CAPTURED):
+            return out
+        return self._verified(before, x, out)
 
     def _verified(self, before: str, x: np.ndarray, out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The first plain run and the first replay of a shape are checked against ``check`` (the
@@ -266,6 +274,34 @@ class ShapedRun:
             self._refuse(f"its CUDA graph's outputs differ from a plain run's ({diff})")
             log.warning("kwmlp: shape %s: CUDA graph dropped: %s", name, self.report.refused[name])
         return ref
+
+    def run_device(self, x: np.ndarray) -> dict[str, DeviceArray]:
+        """Like :meth:`run`, the outputs left on the device: each copied (device to device) into an
+        allocation of its own, which the next run does not overwrite. A shape's first runs, which
+        are checked on the host, are uploaded from their checked host outputs instead."""
+        with self.lock:
+            if self.check is not None and self.state in (COLD, WARM):
+                host = self._run(x)
+                return {n: self._upload(n, host[n]) for n in self.outputs}
+            self.buffers.stage(self.inputs[0], x)
+            self._execute()
+            out = {}
+            for n in self.outputs:
+                spec = self.executor.tensors[n]
+                alloc = Allocation(self.cuda, max(spec.nbytes, 1))
+                self.cuda.d2d(alloc.ptr, self.buffers.device[n], spec.nbytes, self.stream)
+                out[n] = DeviceArray(alloc, spec.shape, spec.dtype)
+            self.cuda.sync(self.stream)
+            return out
+
+    def _upload(self, name: str, host: np.ndarray) -> DeviceArray:
+        spec = self.executor.tensors[name]
+        staged = self.buffers.host[name]
+        np.copyto(staged, host, casting="same_kind")
+        alloc = Allocation(self.cuda, max(spec.nbytes, 1))
+        self.cuda.h2d(alloc.ptr, self.buffers.pinned(name), spec.nbytes, self.stream)
+        self.cuda.sync(self.stream)
+        return DeviceArray(alloc, spec.shape, spec.dtype)
 
     def close(self) -> None:
         with self.lock:
@@ -319,9 +355,10 @@ class ShapeCache:
         self._closed = GraphReport()  # what evicted runs did, kept for the report
         self._failed: dict[tuple[int, ...], str] = {}  # shapes whose run could not be made, and why
 
-    def get(self, shape: tuple[int, ...], lane: int = 0) -> ShapedRun | None:
+    def get(self, shape: tuple[int, ...], lane: int = 0, now: bool = False) -> ShapedRun | None:
         """The ShapedRun of ``shape`` (``lane``: one of several runs of that shape, each on its own
-        stream, for :func:`pipelined`), or None while the shape has not been met often enough."""
+        stream, for :func:`pipelined`), or None while the shape has not been met often enough
+        (``now``: whatever it was met) or cannot have one."""
         shape = tuple(int(d) for d in shape)
         key = (lane,) + shape
         with self._lock:
@@ -336,7 +373,7 @@ class ShapeCache:
             if shape in self._failed:
                 return None
             seen = self._seen.pop(key, 0) + 1
-            if seen < self.admit_after:
+            if seen < self.admit_after and not now:
                 self._seen[key] = seen
                 while len(self._seen) > 4 * self.capacity:  # remember a bounded number of shapes
                     self._seen.popitem(last=False)

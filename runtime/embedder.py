@@ -20,7 +20,7 @@ from kwmlp.runtime.blocks import ClipStream
 from kwmlp.runtime.chunk_parallel import ChunkParallel
 from kwmlp.runtime.onnxruntime_backend import OrtRunner, physical_cores
 from kwmlp.runtime.device_graph import GraphReport
-from kwmlp.runtime.inputs import as_windows
+from kwmlp.runtime.inputs import as_audio_batch, as_windows
 from kwmlp.runtime.loader import BACKENDS, DEVICES, open_model
 from kwmlp.runtime.result import EmbeddingResult
 from kwmlp.runtime.runner import Runner
@@ -37,6 +37,7 @@ CHUNKS_PER_RUN = 24
 # Calls of up to this many one-second chunks (and keyword windows) go over the cores chunk by chunk
 # (kwmlp.runtime.chunk_parallel) where that applies; measured in the README's performance section.
 PARALLEL_MAX_CHUNKS = 64
+OUTPUT_DTYPES = ("float32", "float16")
 # More intra-op threads than this only oversubscribe the cores (100000 never got going).
 MAX_THREADS = 4 * (os.cpu_count() or 1)
 
@@ -70,6 +71,10 @@ class Embedder:
         after one plain run and replayed from then on (:mod:`kwmlp.runtime.device_graph`); calls are
         padded to few shapes so that they repeat (:mod:`kwmlp.runtime.shapes`). Default True;
         False runs every call plainly. :meth:`graph_report` says what replayed.
+    output_dtype : str
+        ``"float32"`` (default) or ``"float16"``: the dtype of what ``embed``, ``keyword_logits`` and
+        ``chunk_embeddings`` return (half the memory and transfer for a next model in fp16; computed
+        as the model's precision says, then cast). :meth:`embed_on_device` keeps results on the GPU.
     live : bool
         The work is one keyword window at a time with idle gaps (:class:`~kwmlp.runtime.LiveSpotter`):
         ``auto`` then picks the CPU engine measured cheapest per paced window (ONNX Runtime), not
@@ -80,9 +85,12 @@ class Embedder:
 
     def __init__(
         self, model_path: str, backend: str = "auto", device: str = "auto", threads: int | None = None,
-        block_seconds: int | None = None, cuda_graph: bool = True, live: bool = False,
+        block_seconds: int | None = None, cuda_graph: bool = True, live: bool = False, output_dtype: str = "float32",
     ):
         model_path = os.fspath(model_path)
+        if output_dtype not in OUTPUT_DTYPES:
+            raise KwmlpError(f"output_dtype must be one of {', '.join(OUTPUT_DTYPES)}, got {output_dtype!r}")
+        self.output_dtype = np.dtype(output_dtype)
         if block_seconds is not None and block_seconds < 1:
             raise KwmlpError(f"block_seconds must be at least 1, got {block_seconds}")
         if threads is not None and not 1 <= threads <= MAX_THREADS:
@@ -147,7 +155,10 @@ class Embedder:
 
         Audio outside [-1, 1] is used as is, like the original package does.
         """
-        return embed_any(audio, self._embed_batch)
+        out = embed_any(audio, self._embed_batch)
+        if self.output_dtype == np.float32:
+            return out
+        return [r.astype(self.output_dtype) for r in out] if isinstance(out, list) else out.astype(self.output_dtype)
 
     def _runs_whole(self, num_samples: int) -> bool:
         """Whether a clip runs through the graph at once: up to ``block_seconds`` (default 64 s, or
@@ -196,6 +207,26 @@ class Embedder:
             stream.feed(clip[start : start + step])
         return stream.finish()
 
+    def embed_on_device(self, audio) -> EmbeddingResult:
+        """:meth:`embed` with the results left on the GPU, for a next model on the same GPU: float
+        ``(B, L)`` or ``(L,)`` -> an :class:`EmbeddingResult` whose three fields are
+        :class:`~kwmlp.runtime.device_array.DeviceArray` (float32 ``(B, L // 160, 64)``,
+        ``(B, L // 160)``, ``(B, 1024)``; DLPack: ``torch.from_dlpack(r.scene_embeddings)``), each
+        in an allocation of its own that later calls leave alone. GPU backends with ``cuda_graph=True``,
+        for clips that run whole (up to ``block_seconds``)."""
+        run = getattr(self._runner, "run_device", None)
+        if run is None:
+            raise KwmlpError(f"results stay on the GPU only on a GPU backend (TensorRT or onnxruntime-cuda, with "
+                             f"cuda_graph=True and cuda-python); this embedder runs {self.backend}")
+        x, squeeze = as_audio_batch(audio)
+        n = x.shape[1]
+        if not self._runs_whole(n):
+            raise KwmlpError(f"a clip of {n / CHUNK_SAMPLES:g} s runs block by block on the host; "
+                             "embed_on_device takes clips that run whole: use embed()")
+        out = shapes.run_embeddings(lambda a: run({EMBEDDING_INPUT: a}), x, self._runner.max_samples,
+                                    cut=lambda a, *sizes: a.head(*sizes))
+        return EmbeddingResult(*(out[k].first() if squeeze else out[k] for k in EMBEDDING_OUTPUTS))
+
     def stream(self, block_chunks: int | None = None, on_frames=None) -> ClipStream:
         """A :class:`~kwmlp.runtime.blocks.ClipStream` for one clip that arrives in pieces
         (e.g. read from a long file): ``s.feed(samples)`` repeatedly, then ``s.finish()``.
@@ -242,11 +273,11 @@ class Embedder:
     def keyword_logits(self, windows) -> np.ndarray:
         """35-way Speech Commands logits: float ``(W, 16000)`` one-second windows -> float32 ``(W, 35)``
         (classes in :data:`kwmlp.runtime.KEYWORDS` order)."""
-        return self._windows(as_windows(windows))[KEYWORD_OUTPUTS[0]]
+        return self._windows(as_windows(windows))[KEYWORD_OUTPUTS[0]].astype(self.output_dtype, copy=False)
 
     def chunk_embeddings(self, windows) -> np.ndarray:
         """Per-window frame embeddings without padding or compensation: ``(W, 16000) -> (W, 98, 64)``."""
-        return self._windows(as_windows(windows))[KEYWORD_OUTPUTS[1]]
+        return self._windows(as_windows(windows))[KEYWORD_OUTPUTS[1]].astype(self.output_dtype, copy=False)
 
     def graph_report(self) -> GraphReport | None:
         """CUDA graphs captured and replayed so far, and the shapes that run without one and why

@@ -26,7 +26,8 @@ import numpy as np
 from kwmlp.artifact import EMBEDDING_DIMS, EMBEDDING_INPUT, IO_OF_LAYOUT, KEYWORD_DIMS, ModelInfo, import_onnxruntime, io_shapes
 from kwmlp.errors import KwmlpError, first_line
 from kwmlp.runtime import onnxruntime_backend as ortb
-from kwmlp.runtime.device_graph import Executor, GraphReport, ShapeCache, ShapedRun, TensorSpec, run_in_lanes
+from kwmlp.runtime.device_array import DeviceArray
+from kwmlp.runtime.device_graph import Executor, GraphReport, ShapeCache, ShapedRun, TensorSpec, run_in_lanes, shape_name
 from kwmlp.runtime.runner import Runner
 from kwmlp.runtime.shapes import bucket_rows, pad_rows
 
@@ -160,6 +161,16 @@ class OrtCudaRunner(Runner):
         if shaped is None:
             return self.general.run(feeds)
         return {k: v[: len(x)] for k, v in shaped.run(pad_rows(x, rows)).items()}
+
+    def run_device(self, feeds: dict[str, np.ndarray]) -> dict[str, DeviceArray]:
+        """:meth:`run` with the outputs left on the GPU (:class:`~kwmlp.runtime.device_array.DeviceArray`)."""
+        (x,) = feeds.values()
+        rows = bucket_rows(len(x))
+        shaped = self.shapes.get((rows,) + x.shape[1:], now=True)
+        if shaped is None:
+            raise KwmlpError(f"{os.path.basename(self.path)} cannot keep results on the GPU at shape {x.shape}: "
+                             f"{self.shapes.report().refused.get(shape_name((rows,) + x.shape[1:]), 'no session')}")
+        return {k: v.head(len(x)) for k, v in shaped.run_device(pad_rows(x, rows)).items()}
 
     def graph_report(self) -> GraphReport:
         return self.shapes.report()

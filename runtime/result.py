@@ -22,6 +22,10 @@ class EmbeddingResult:
     timestamps: np.ndarray
     scene_embeddings: np.ndarray
 
+    def astype(self, dtype) -> "EmbeddingResult":
+        """The three arrays as ``dtype`` (e.g. float16 for a next model that takes half precision)."""
+        return EmbeddingResult(*(np.asarray(getattr(self, f)).astype(dtype, copy=False) for f in EMBEDDING_OUTPUTS))
+
     def __getitem__(self, i) -> "EmbeddingResult":
         return EmbeddingResult(self.timestamp_embeddings[i], self.timestamps[i], self.scene_embeddings[i])
 

@@ -33,8 +33,14 @@ def pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
     return np.concatenate([x, np.zeros((rows - len(x),) + x.shape[1:], x.dtype)])
 
 
-def run_embeddings(run, x: np.ndarray, max_samples: int | None) -> dict[str, np.ndarray]:
-    """``run(audio)`` on ``x (B, L)`` padded to its canonical length; the outputs of ``x`` itself."""
+def _head(a: np.ndarray, *sizes: int) -> np.ndarray:
+    return a[tuple(slice(0, n) for n in sizes)]
+
+
+def run_embeddings(run, x: np.ndarray, max_samples: int | None, cut=_head) -> dict:
+    """``run(audio)`` on ``x (B, L)`` padded to its canonical length; the outputs of ``x`` itself.
+    ``cut(array, *sizes)`` takes the leading ``sizes`` of an output's first axes (numpy slicing, or
+    a device array's view)."""
     n = x.shape[1]
     samples = canonical_samples(n)
     if samples != n and (max_samples is None or samples <= max_samples):
@@ -43,5 +49,6 @@ def run_embeddings(run, x: np.ndarray, max_samples: int | None) -> dict[str, np.
         x = padded
     out = run(x)
     t = n // HOP_LENGTH
+    b = len(x)
     ts, ms, scene = (out[k] for k in EMBEDDING_OUTPUTS)
-    return dict(zip(EMBEDDING_OUTPUTS, (ts[:, :t], ms[:, :t], scene)))
+    return dict(zip(EMBEDDING_OUTPUTS, (cut(ts, b, t), cut(ms, b, t), cut(scene, b))))

@@ -306,6 +306,20 @@ class TrtRunner(Runner):
             return run_in_rows(lambda f: w.run(f[self.inputs[0]], profile), feeds, rows, self.outputs,
                                pad=self.fixed_shapes)
 
+    def run_device(self, feeds: dict[str, np.ndarray]) -> dict:
+        """:meth:`run` with the outputs left on the GPU (one call within one profile; CUDA graphs on)."""
+        (x,) = feeds.values()
+        profile, rows = rows_per_call(self.info.profiles, x.shape, self.path)
+        w = self._worker()
+        if w.shapes is None or len(x) > rows:
+            raise KwmlpError(f"{self.path}: results stay on the GPU only with cuda_graph=True and at most "
+                             f"{rows} rows of this length per call")
+        with self.cuda.context():
+            shaped = w.shapes.get(x.shape, now=True)
+            if shaped is None:
+                raise KwmlpError(f"{self.path} cannot keep results on the GPU at shape {x.shape}")
+            return shaped.run_device(x)
+
     def graph_report(self) -> GraphReport:
         """CUDA graphs captured and replayed, and shapes refused, over every thread's worker."""
         total = GraphReport()

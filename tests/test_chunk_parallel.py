@@ -76,3 +76,19 @@ def test_where_it_does_not_apply(random_exported, tmp_path, caplog):
         r = e.embed(np.zeros(16000, np.float32))
     assert r.timestamp_embeddings.shape == (100, 64) and "embedding with the embedding graph alone" in caplog.text
     assert e._parallel is None and os.path.isfile(tmp_path / "x.onnx")
+
+
+def test_results_in_half_precision(random_exported):
+    from kwmlp.errors import KwmlpError
+    from kwmlp.runtime import Embedder
+
+    path = random_exported()
+    full, half = Embedder(path, backend="onnxruntime-cpu"), Embedder(path, backend="onnxruntime-cpu", output_dtype="float16")
+    x = np.random.default_rng(1).uniform(-0.5, 0.5, (2, 20000)).astype(np.float32)
+    a, b = full.embed(x), half.embed(x)
+    assert b.timestamp_embeddings.dtype == b.scene_embeddings.dtype == b.timestamps.dtype == np.float16
+    np.testing.assert_array_equal(b.scene_embeddings, a.scene_embeddings.astype(np.float16))
+    assert [r.timestamp_embeddings.dtype for r in half.embed([x[0], x[1, :100]])] == [np.float16] * 2
+    assert half.keyword_logits(x[:, :16000]).dtype == np.float16
+    with pytest.raises(KwmlpError, match="output_dtype must be one of float32, float16, got 'int8'"):
+        Embedder(path, backend="onnxruntime-cpu", output_dtype="int8")

@@ -367,3 +367,52 @@ def test_a_large_batch_runs_in_pieces_on_two_streams(cuda_ort):
     streams = {s.provider_options["user_compute_stream"] for s in lanes}
     assert len(lanes) == 2 and len(streams) == 2 and all(s.captured is not None for s in lanes)
     assert emb.graph_report().replays >= 2
+
+
+# --- results left on the device (DLPack) ------------------------------------------------------------
+
+def test_dlpack_export_is_read_right_and_released():
+    import gc
+
+    from kwmlp.runtime import device_array as da
+
+    cuda = FakeCuda()  # host memory: a CPU DLPack capsule that numpy itself can consume
+    alloc = da.Allocation(cuda, 4 * 24)
+    _host(alloc.ptr, (2, 3, 4))[...] = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    a = da.DeviceArray(alloc, (2, 3, 4), np.float32, device_type=da.KDL_CPU)
+    np.testing.assert_array_equal(np.from_dlpack(a), np.arange(24, dtype=np.float32).reshape(2, 3, 4))
+    head = a.head(1, 2)  # a strided view: the first row's first two timestamps
+    np.testing.assert_array_equal(np.from_dlpack(head), np.arange(8, dtype=np.float32).reshape(1, 2, 4))
+    np.testing.assert_array_equal(head.numpy(), np.from_dlpack(head))
+    np.testing.assert_array_equal(a.first().numpy(), np.arange(12, dtype=np.float32).reshape(3, 4))
+    gc.collect()
+    assert not da._exported  # consumers released what they took
+    a.__dlpack__()  # a capsule nobody consumes releases itself when collected
+    gc.collect()
+    assert not da._exported
+    ptr = alloc.ptr
+    del a, head, alloc
+    gc.collect()
+    assert ptr not in cuda.mem  # the allocation went with its last array
+
+
+def test_results_stay_on_the_device(cuda_ort):
+    from kwmlp.runtime.device_array import DeviceArray
+
+    emb, fake, cpu = cuda_ort()
+    for i in range(4):  # first runs are checked on the host and uploaded; later ones copied on the device
+        x = _audio((3, 20000), seed=i)
+        r = emb.embed_on_device(x)
+        assert all(isinstance(a, DeviceArray) for a in (r.timestamp_embeddings, r.timestamps, r.scene_embeddings))
+        assert r.timestamp_embeddings.shape == (3, 125, 64) and r.scene_embeddings.shape == (3, 1024)
+        want = cpu.embed(x)
+        assert max_abs(r.timestamp_embeddings.numpy(), want.timestamp_embeddings) <= 1e-5
+        assert max_abs(r.scene_embeddings.numpy(), want.scene_embeddings) <= 1e-5
+        np.testing.assert_array_equal(r.timestamps.numpy(), want.timestamps)
+    kept = r.scene_embeddings.numpy()
+    emb.embed_on_device(_audio((3, 20000), seed=99))  # a later call leaves earlier results alone
+    np.testing.assert_array_equal(r.scene_embeddings.numpy(), kept)
+    one = emb.embed_on_device(_audio(16000, seed=5))
+    assert one.timestamp_embeddings.shape == (100, 64) and one.scene_embeddings.shape == (1024,)
+    with pytest.raises(KwmlpError, match="results stay on the GPU only on a GPU backend"):
+        cpu.embed_on_device(_audio(16000))

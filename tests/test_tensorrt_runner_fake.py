@@ -52,7 +52,10 @@ class FakeCuda:
     def h2d(self, dst, src, nbytes, stream):
         ctypes.memmove(dst, src, nbytes)
 
-    d2h = h2d
+    d2h = d2d = h2d
+
+    def d2h_sync(self, dst, src, nbytes):
+        ctypes.memmove(dst, src, nbytes)
 
     def sync(self, stream):
         pass
