@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kwmlp.dims import FRAMES_PER_CHUNK, SCENE_STEPS, num_full_frames
+from kwmlp.dims import FRAMES_PER_CHUNK, SCENE_STEPS, num_chunks, num_full_frames
 from kwmlp.frames import interpolation_positions, pool_bins, scene_lengths
 
 
@@ -60,5 +60,4 @@ def scene_over_chunk_frames(num_samples: int, n_frames: int, scene: str) -> np.n
     matrix over the chunks' frames (a replicated frame's two weights add up)."""
     index = compensation_index(num_samples, n_frames)
     m = scene_matrix(len(index), scene)
-    size = n_frames * (len(index) + 2) // FRAMES_PER_CHUNK
-    return _pull_back(m, index, np.ones(len(index)), size).astype(np.float32)
+    return _pull_back(m, index, np.ones(len(index)), n_frames * num_chunks(num_samples)).astype(np.float32)

@@ -49,6 +49,11 @@ def structure(request, random_exported):
     return random_exported(precision=request.param, fixed_shapes=SHAPES), request.param
 
 
+@pytest.fixture(scope="module")
+def fp32_export(random_exported):
+    return random_exported(precision="fp32", fixed_shapes=SHAPES)  # the fp32 export of ``structure``
+
+
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_no_shape_arithmetic_and_static_dims(structure, shape):
     path, precision = structure
@@ -109,10 +114,8 @@ def test_equals_dynamic_graph_other_settings(any_exported, settings, case):
     _assert_equal_outputs(_session(path), _session(_fixed(path, audio.shape)), audio)
 
 
-def test_equals_dynamic_graph_at_a_large_batch(structure):
-    path, precision = structure
-    if precision != "fp32":
-        pytest.skip("fp32 equality")
+def test_equals_dynamic_graph_at_a_large_batch(fp32_export):
+    path = fp32_export
     audio = np.random.default_rng(8).uniform(-0.5, 0.5, (8, 160000)).astype(np.float32)
     _assert_equal_outputs(_session(path), _session(_fixed(path, audio.shape)), audio)
 
@@ -209,13 +212,11 @@ def test_export_writes_and_info_lists_them(random_checkpoint, tmp_path, capsys):
     assert d["fixed_shapes"] == []
 
 
-def test_embedder_runs_its_shape_whole_and_refuses_others(structure):
+def test_embedder_runs_its_shape_whole_and_refuses_others(fp32_export):
     from kwmlp.errors import KwmlpError
     from kwmlp.runtime import Embedder
 
-    path, precision = structure
-    if precision != "fp32":
-        pytest.skip("fp32 equality")
+    path = fp32_export
     audio = np.random.default_rng(3).uniform(-0.5, 0.5, (8, 160000)).astype(np.float32)
     # a dynamic export would run these 10 s clips in 1 s blocks and 2 rows a call; this one cannot
     fixed = Embedder(_fixed(path, audio.shape), backend="onnxruntime-cpu", block_seconds=1)
