@@ -1,5 +1,5 @@
 """PyTorch checkpoint -> one fused ONNX graph (waveform to embeddings) and its keyword graph."""
 
-from kwmlp.export.onnx_export import ExportOptions, build_models, export_checkpoint
+from kwmlp.export.onnx_export import ExportOptions, build_fixed_model, build_models, export_checkpoint
 
-__all__ = ["ExportOptions", "build_models", "export_checkpoint"]
+__all__ = ["ExportOptions", "build_fixed_model", "build_models", "export_checkpoint"]

@@ -22,10 +22,11 @@ from onnx import helper
 from kwmlp.artifact import EMBEDDING_INPUT, EMBEDDING_OUTPUTS, KEYWORD_INPUT, KEYWORD_OUTPUTS
 from kwmlp.dims import (
     AMIN, CHUNK_SAMPLES, DEFAULT_OPSET, HOP_LENGTH, LN_EPS, PAD_AFTER, PAD_BEFORE, SCENE_ALGORITHMS, SCENE_STEPS, TOP_DB,
-    ModelDims, num_full_frames,
+    ModelDims, num_chunks, num_full_frames,
 )
-from kwmlp.export import stft
+from kwmlp.export import fixed, stft
 from kwmlp.export.builder import FLOAT, INT64, GraphBuilder, value_info
+from kwmlp.frames import frame_times
 from kwmlp.models import filters
 
 OPSET = DEFAULT_OPSET
@@ -109,7 +110,8 @@ def _length(b: GraphBuilder, x: str, axis: int) -> str:
 
 def _interpolate(b: GraphBuilder, x: str, in_len: str, out_len: str, name: str) -> str:
     """Aligned-corners linear interpolation on axis 1 of ``(B, in_len, d)``, computed the way
-    PyTorch does (float32 scale and positions, floor, clamp), not with Resize: ONNX Runtime's
+    PyTorch does (float32 scale and positions, floor, clamp: the operations of
+    :func:`kwmlp.frames.interpolation_positions`, in order), not with Resize: ONNX Runtime's
     Resize rounds positions differently (up to 4e-3 off on a 10-minute clip)."""
     f32, one_i = onnx.TensorProto.FLOAT, b.const(1)
     scale = b.op("Div", [b.op("Cast", [b.op("Sub", [in_len, one_i])], to=f32),
@@ -126,9 +128,10 @@ def _interpolate(b: GraphBuilder, x: str, in_len: str, out_len: str, name: str) 
 
 
 def _scene_iterative(b: GraphBuilder, full: str, halvings: int) -> str:
-    """``floor(log2(T / 16))`` halvings, then one interpolation to 16, with no Loop: stage k
-    halves only while the length is >= 32; a stage whose target equals its input length is
-    an exact identity for aligned-corners interpolation (scale 1, lambda 0)."""
+    """``floor(log2(T / 16))`` halvings (:func:`kwmlp.frames.scene_lengths`), then one interpolation
+    to 16, with no Loop: stage k halves only while the length is >= 32; a stage whose target
+    equals its input length is an exact identity for aligned-corners interpolation (scale 1,
+    lambda 0)."""
     x, n = full, _length(b, full, 1)
     for k in range(halvings):
         half = b.op("Div", [n, b.const(2)])
@@ -141,7 +144,8 @@ def _scene_iterative(b: GraphBuilder, full: str, halvings: int) -> str:
 
 
 def _scene_mean(b: GraphBuilder, full: str) -> str:
-    """``adaptive_avg_pool1d(., 16)``: bin i averages frames [floor(iT/16), ceil((i+1)T/16))."""
+    """``adaptive_avg_pool1d(., 16)``: bin i averages frames [floor(iT/16), ceil((i+1)T/16))
+    (:func:`kwmlp.frames.pool_bins`)."""
     t = _length(b, full, 1)
     i = b.const(np.arange(SCENE_STEPS)[:, None])
     steps = b.const(SCENE_STEPS)
@@ -172,26 +176,19 @@ def _scene(b: GraphBuilder, full: str, scene: str, halvings: int, name: str) -> 
 
 # --- graphs ------------------------------------------------------------------------------
 
-def embedding_graph(
-    weights: dict[str, np.ndarray], dims: ModelDims, scene: str = "iterative", halvings: int = 16
-) -> onnx.GraphProto:
-    """``audio (batch, samples)`` float32 -> ``timestamp_embeddings (batch, samples // 160, 64)``,
-    ``timestamps (batch, samples // 160)`` ms, ``scene_embeddings (batch, 1024)``, all float32."""
-    if scene not in SCENE_ALGORITHMS:
-        raise ValueError(f"scene must be one of {', '.join(SCENE_ALGORITHMS)}, got {scene!r}")
-    b = GraphBuilder()
-    length, batch = _length(b, AUDIO, 1), _length(b, AUDIO, 0)
-    # S = ceil((L + 320) / 16000) one-second chunks after 80 zeros before and 240 after
+def _chunks(b: GraphBuilder, length: str) -> str:
+    """``audio (B, L) -> chunks (B S, 16000)``: S = ceil((L + 320) / 16000) one-second chunks after
+    80 zeros before and 240 after (and zeros to whole seconds)."""
     s = b.op("Div", [b.op("Add", [length, b.const(PAD_BEFORE + PAD_AFTER + CHUNK_SAMPLES - 1)]),
                      b.const(CHUNK_SAMPLES)], name="num_chunks")
     pad_end = b.op("Sub", [b.op("Sub", [b.op("Mul", [s, b.const(CHUNK_SAMPLES)]), length]), b.const(PAD_BEFORE)])
     pads = b.op("Concat", [b.const([0, PAD_BEFORE, 0]), b.op("Unsqueeze", [pad_end, b.const([0])])], axis=0)
     padded = b.op("Pad", [AUDIO, pads], name="padded", mode="constant")
-    chunks = b.op("Reshape", [padded, b.const([-1, CHUNK_SAMPLES])], name="chunks")
+    return b.op("Reshape", [padded, b.const([-1, CHUNK_SAMPLES])], name="chunks")
 
-    x = _encoder(b, _log_mel(b, chunks), weights, dims.embed_depth)[-1]
-    x = _embedding_norm(b, x, dims.dim)
 
+def _outputs(b: GraphBuilder, x: str, dims: ModelDims, length: str, batch: str, scene: str, halvings: int) -> None:
+    """Chunk compensation, the timestamps and the scene, from ``x (B S, 98, d)``."""
     # chunk compensation: replicate one frame at each end, join chunks, drop the clip's ends
     first = b.op("Slice", [x, b.const([0]), b.const([1]), b.const([1])])
     last = b.op("Slice", [x, b.const([-1]), b.const([dims.n_frames]), b.const([1])])
@@ -207,15 +204,65 @@ def embedding_graph(
     ms = b.op("Mul", [ms, b.const(1000.0 * HOP_LENGTH / CHUNK_SAMPLES, np.float32)])
     b.op("Expand", [b.op("Unsqueeze", [ms, b.const([0])]),
                     b.op("Concat", [b.op("Unsqueeze", [batch, b.const([0])]), n1], axis=0)], name=OUTPUTS[1])
-
     _scene(b, full, scene, halvings, OUTPUTS[2])
+
+
+def _fixed_chunks(b: GraphBuilder, batch: int, samples: int) -> str:
+    """:func:`_chunks` at one input shape: constant pads and chunk count."""
+    s = num_chunks(samples)
+    padded = b.op("Pad", [AUDIO, b.const([0, PAD_BEFORE, 0, s * CHUNK_SAMPLES - samples - PAD_BEFORE])],
+                  name="padded", mode="constant")
+    return b.op("Reshape", [padded, b.const([batch * s, CHUNK_SAMPLES])], name="chunks")
+
+
+def _fixed_outputs(b: GraphBuilder, x: str, dims: ModelDims, scene: str, batch: int, samples: int) -> None:
+    """:func:`_outputs` at one input shape: the compensation is one Gather of constant frame indices,
+    the timestamps a constant, the scene one constant matrix (:mod:`kwmlp.export.fixed`)."""
+    s, n = num_chunks(samples), samples // HOP_LENGTH
+    frames = b.op("Reshape", [x, b.const([batch, s * dims.n_frames, dims.dim])], name="chunk_frames")
+    index = fixed.compensation_index(samples, dims.n_frames)[:n]
+    b.op("Gather", [frames, b.weight(index, "timestamp_frames", np.int64)], name=OUTPUTS[0], axis=1)
+    # through a node: a graph output that is an initializer is not an output in every runtime
+    b.op("Expand", [b.weight(frame_times(0, n)[None], "timestamps_ms"), b.const([batch, n])], name=OUTPUTS[1])
+    weights = b.weight(fixed.scene_over_chunk_frames(samples, dims.n_frames, scene), "scene.weights")
+    y = b.op("MatMul", [weights, frames], name="scene.matmul")  # (16, 98 S) @ (B, 98 S, d) -> (B, 16, d)
+    _flatten_feature_major(b, y, OUTPUTS[2])
+
+
+def embedding_graph(
+    weights: dict[str, np.ndarray], dims: ModelDims, scene: str = "iterative", halvings: int = 16,
+    fixed_shape: tuple[int, int] | None = None,
+) -> onnx.GraphProto:
+    """``audio (batch, samples)`` float32 -> ``timestamp_embeddings (batch, samples // 160, 64)``,
+    ``timestamps (batch, samples // 160)`` ms, ``scene_embeddings (batch, 1024)``, all float32.
+
+    ``fixed_shape=(batch, samples)``: the graph at that input shape alone, with static dimensions
+    and no shape arithmetic (every count, pad, index and interpolation weight a constant computed
+    here with the arithmetic the dynamic graph runs; ``halvings`` is then not used).
+    """
+    if scene not in SCENE_ALGORITHMS:
+        raise ValueError(f"scene must be one of {', '.join(SCENE_ALGORITHMS)}, got {scene!r}")
+    b = GraphBuilder()
+    if fixed_shape is None:
+        length, batch = _length(b, AUDIO, 1), _length(b, AUDIO, 0)
+        chunks = _chunks(b, length)
+    else:
+        chunks = _fixed_chunks(b, *fixed_shape)
+    x = _encoder(b, _log_mel(b, chunks), weights, dims.embed_depth)[-1]
+    x = _embedding_norm(b, x, dims.dim)
+    if fixed_shape is None:
+        _outputs(b, x, dims, length, batch, scene, halvings)
+        rows, samples, steps = "batch", "samples", "timestamps"
+    else:
+        _fixed_outputs(b, x, dims, scene, *fixed_shape)
+        (rows, samples), steps = fixed_shape, fixed_shape[1] // HOP_LENGTH
     # the builder named each output node after its tensor; outputs are those tensors
     return helper.make_graph(
         b.nodes, "kwmlp_embeddings",
-        [value_info(AUDIO, FLOAT, ["batch", "samples"])],
-        [value_info(OUTPUTS[0], FLOAT, ["batch", "timestamps", dims.dim]),
-         value_info(OUTPUTS[1], FLOAT, ["batch", "timestamps"]),
-         value_info(OUTPUTS[2], FLOAT, ["batch", dims.scene_size])],
+        [value_info(AUDIO, FLOAT, [rows, samples])],
+        [value_info(OUTPUTS[0], FLOAT, [rows, steps, dims.dim]),
+         value_info(OUTPUTS[1], FLOAT, [rows, steps]),
+         value_info(OUTPUTS[2], FLOAT, [rows, dims.scene_size])],
         b.initializers,
     )
 

@@ -1,8 +1,9 @@
-"""Checkpoint -> the two ONNX files of an export, with their settings in the metadata.
+"""Checkpoint -> the ONNX files of an export, with their settings in the metadata.
 
 ``OUT.onnx`` maps ``audio (batch, samples)`` to the HEAR outputs; ``OUT.keywords.onnx``
 (named in the first one's metadata) maps ``windows (W, 16000)`` to keyword logits and
-per-window embeddings.
+per-window embeddings; ``OUT.BxS.onnx`` (``fixed_shapes``) is ``OUT.onnx`` at one input shape,
+with every shape computation folded into constants.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ import onnx
 from onnx import helper
 
 import kwmlp
-from kwmlp.artifact import LAYOUT_EMBEDDINGS, LAYOUT_KEYWORDS, ONNX_SUFFIX, ModelInfo, is_keywords_file, keywords_path_for
+from kwmlp.artifact import (
+    LAYOUT_EMBEDDINGS, LAYOUT_KEYWORDS, ONNX_SUFFIX, ModelInfo, check_fixed_shape, fixed_shape_of_name, fixed_shape_path,
+    format_fixed_shape, is_keywords_file, keywords_path_for,
+)
 from kwmlp.dims import ModelDims
 from kwmlp.errors import KwmlpError, missing_extra
 from kwmlp.export import graph
@@ -38,6 +42,7 @@ class ExportOptions:
     scene: str = "iterative"
     opset: int = graph.OPSET
     max_seconds: float = DEFAULT_MAX_SECONDS
+    fixed_shapes: tuple[tuple[int, int], ...] = ()  # (batch, samples): OUT.BxS.onnx for each
 
     def check(self) -> None:
         if self.precision not in PRECISIONS:
@@ -48,6 +53,8 @@ class ExportOptions:
             raise KwmlpError(f"opset must be at least {graph.OPSET} (LayerNormalization), got {self.opset}")
         if not self.max_seconds > 0:
             raise KwmlpError(f"max_seconds must be positive, got {self.max_seconds}")
+        for shape in self.fixed_shapes:
+            check_fixed_shape(shape, self.max_seconds)
 
 
 def _model(g: onnx.GraphProto, opset: int, props: dict[str, str]) -> onnx.ModelProto:
@@ -63,32 +70,52 @@ def _model(g: onnx.GraphProto, opset: int, props: dict[str, str]) -> onnx.ModelP
     return m
 
 
+def _info(dims: ModelDims, options: ExportOptions, checkpoint_sha256: str, keywords_file: str) -> ModelInfo:
+    return ModelInfo(
+        layout=LAYOUT_EMBEDDINGS, dims=dims, precision=options.precision, scene=options.scene,
+        checkpoint_sha256=checkpoint_sha256, version=kwmlp.__version__, max_seconds=options.max_seconds,
+        keywords_model=keywords_file,
+    )
+
+
+def _in_precision(model: onnx.ModelProto, options: ExportOptions) -> onnx.ModelProto:
+    return convert_to_fp16(model) if options.precision == "fp16" else model
+
+
 def build_models(
     weights: dict[str, np.ndarray], dims: ModelDims, options: ExportOptions, checkpoint_sha256: str, keywords_file: str
 ) -> tuple[onnx.ModelProto, onnx.ModelProto]:
     """The embedding and keyword models, in memory. ``weights``: the ``model_state_dict`` as numpy."""
     options.check()
     halvings = graph.halvings_for(options.max_seconds) if options.scene == "iterative" else 0
-    info = ModelInfo(
-        layout=LAYOUT_EMBEDDINGS, dims=dims, precision=options.precision, scene=options.scene,
-        checkpoint_sha256=checkpoint_sha256, version=kwmlp.__version__, max_seconds=options.max_seconds,
-        keywords_model=keywords_file,
-    )
+    info = _info(dims, options, checkpoint_sha256, keywords_file)
     emb = _model(graph.embedding_graph(weights, dims, options.scene, halvings), options.opset, info.to_props())
     kw_info = dataclasses.replace(info, layout=LAYOUT_KEYWORDS, keywords_model="")
     kw = _model(graph.keyword_graph(weights, dims), options.opset, kw_info.to_props())
-    if options.precision == "fp16":
-        emb, kw = convert_to_fp16(emb), convert_to_fp16(kw)
-    return emb, kw
+    return _in_precision(emb, options), _in_precision(kw, options)
+
+
+def build_fixed_model(
+    weights: dict[str, np.ndarray], dims: ModelDims, options: ExportOptions, checkpoint_sha256: str, keywords_file: str,
+    shape: tuple[int, int],
+) -> onnx.ModelProto:
+    """The embedding model at input shape ``shape = (batch, samples)`` (one of ``options.fixed_shapes``),
+    in memory: static dimensions, no shape arithmetic, ``kwmlp.fixed_shape`` in its metadata."""
+    options.check()
+    check_fixed_shape(shape, options.max_seconds)
+    info = dataclasses.replace(_info(dims, options, checkpoint_sha256, keywords_file), fixed_shape=format_fixed_shape(*shape))
+    g = graph.embedding_graph(weights, dims, options.scene, fixed_shape=shape)
+    return _in_precision(_model(g, options.opset, info.to_props()), options)
 
 
 def _same_file(a: str, b: str) -> bool:
     return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
 
 
-def check_output(checkpoint: str, out_path: str) -> str:
-    """Refuse an output path that would overwrite the input or another export's keyword graph, or
-    that is a folder; returns the keyword graph's path beside it."""
+def check_output(checkpoint: str, out_path: str, fixed_shapes: tuple[tuple[int, int], ...] = ()) -> list[str]:
+    """Refuse an output path that would overwrite the input or another export's keyword or
+    fixed-shape graph, or that is a folder; returns the paths to write: ``out_path``, the keyword
+    graph beside it, then the fixed-shape graphs."""
     if out_path.endswith(("/", os.sep)) or os.path.isdir(out_path):
         raise KwmlpError(f"-o {out_path} is a folder; give the file to write, e.g. "
                          f"{os.path.join(out_path, 'kwmlp' + ONNX_SUFFIX)}")
@@ -97,29 +124,38 @@ def check_output(checkpoint: str, out_path: str) -> str:
     if is_keywords_file(out_path):
         raise KwmlpError(f"{out_path} is named like the keyword graph of another export (NAME.keywords.onnx); "
                          "choose another output name")
-    kw_path = keywords_path_for(out_path)
-    for path in (out_path, kw_path):
+    if fixed_shape_of_name(out_path):
+        raise KwmlpError(f"{out_path} is named like a fixed-shape graph of another export (NAME.BxS.onnx); "
+                         "choose another output name")
+    paths = [out_path, keywords_path_for(out_path)] + [fixed_shape_path(out_path, *s) for s in fixed_shapes]
+    for path in paths:
         if _same_file(path, checkpoint):
             raise KwmlpError(f"writing {path} would overwrite the checkpoint {checkpoint} being exported")
-    return kw_path
+    return paths
 
 
-def export_checkpoint(checkpoint: str, out_path: str, options: ExportOptions = ExportOptions()) -> tuple[str, str]:
-    """Export ``checkpoint`` (original HEAR format) to ``out_path`` and its ``.keywords.onnx`` sibling.
+def export_checkpoint(checkpoint: str, out_path: str, options: ExportOptions = ExportOptions()) -> tuple[str, ...]:
+    """Export ``checkpoint`` (original HEAR format) to ``out_path``, its ``.keywords.onnx`` sibling
+    and a ``.BxS.onnx`` graph for each of ``options.fixed_shapes``.
 
-    Returns both paths. Files are written atomically. Needs torch (to read the checkpoint).
+    Returns the paths written, in that order. Each file is written atomically, the fixed-shape
+    graphs after the other two. Needs torch (to read the checkpoint).
     """
     try:
         from kwmlp.models import checkpoint as ck
     except ImportError as e:
         raise missing_extra("torch", "export", "exporting") from e
     options.check()
-    kw_path = check_output(os.fspath(checkpoint), os.fspath(out_path))
+    paths = check_output(os.fspath(checkpoint), os.fspath(out_path), options.fixed_shapes)
+    out_path, kw_path = paths[:2]
     state = ck.read_state_dict(checkpoint)
     dims = ck.dims_of(state, options.depth, checkpoint)
     weights = {k: v.detach().cpu().double().numpy() for k, v in state.items()}
-    emb, kw = build_models(weights, dims, options, ck.sha256_file(checkpoint), os.path.basename(kw_path))
+    sha, kw_file = ck.sha256_file(checkpoint), os.path.basename(kw_path)
+    emb, kw = build_models(weights, dims, options, sha, kw_file)
     write_bytes_atomic(kw_path, kw.SerializeToString())
     write_bytes_atomic(out_path, emb.SerializeToString())
-    log.debug("exported %s and %s", out_path, kw_path)
-    return out_path, kw_path
+    for shape, path in zip(options.fixed_shapes, paths[2:]):  # one in memory at a time
+        write_bytes_atomic(path, build_fixed_model(weights, dims, options, sha, kw_file, shape).SerializeToString())
+    log.debug("exported %s", ", ".join(paths))
+    return tuple(paths)

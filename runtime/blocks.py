@@ -24,15 +24,10 @@ import numpy as np
 
 from kwmlp.dims import CHUNK_SAMPLES, FRAMES_PER_CHUNK, HOP_LENGTH, PAD_AFTER, PAD_BEFORE, num_chunks, num_full_frames
 from kwmlp.errors import KwmlpError
+from kwmlp.frames import frame_times
 from kwmlp.runtime import scene as scenes
 from kwmlp.runtime.inputs import as_clip
 from kwmlp.runtime.result import EmbeddingResult
-
-
-
-def frame_times(start: int, stop: int) -> np.ndarray:
-    """float32 centres, in ms, of clip frames ``start .. stop - 1``: 10, 20, ... from frame 0."""
-    return np.arange(start + 1, stop + 1, dtype=np.float32) * np.float32(1000 * HOP_LENGTH / CHUNK_SAMPLES)
 
 
 class ClipStream:

@@ -20,7 +20,7 @@ from kwmlp.runtime.blocks import ClipStream
 from kwmlp.runtime.chunk_parallel import ChunkParallel
 from kwmlp.runtime.onnxruntime_backend import OrtRunner, physical_cores
 from kwmlp.runtime.device_graph import GraphReport
-from kwmlp.runtime.inputs import as_audio_batch, as_windows
+from kwmlp.runtime.inputs import as_audio_batch, as_windows, require_shape
 from kwmlp.runtime.loader import BACKENDS, DEVICES, open_model
 from kwmlp.runtime.result import EmbeddingResult
 from kwmlp.runtime.runner import Runner
@@ -48,7 +48,9 @@ class Embedder:
     Parameters
     ----------
     model_path : str
-        ``.onnx`` file written by ``kwmlp export``, or ``.engine`` written by ``kwmlp build``.
+        ``.onnx`` file written by ``kwmlp export``, or ``.engine`` written by ``kwmlp build``. A
+        fixed-shape graph (``NAME.BxS.onnx``, ``kwmlp export --fixed-shape``) embeds audio of
+        shape ``(B, S)`` alone, in one call, and refuses any other shape.
     backend : str
         ``"auto"`` (default: a TensorRT engine that loads on this GPU, then ONNX Runtime's
         TensorRT, CUDA and CPU providers; what runs and why is announced in one log line),
@@ -101,6 +103,7 @@ class Embedder:
         self._opened = open_model(model_path, backend, device, threads, cuda_graph, live)
         self._runner: Runner = self._opened.runner
         self.info = self._check(self._runner, LAYOUT_EMBEDDINGS)
+        self._fixed_shape = self.info.shape  # (batch, samples) of a fixed-shape graph, else None
         self.backend = self._runner.backend
         self._keywords: Runner | None = None
         self._keywords_lock = threading.Lock()
@@ -180,6 +183,8 @@ class Embedder:
         return chunks
 
     def _embed_batch(self, x: np.ndarray) -> EmbeddingResult:
+        if self._fixed_shape is not None:  # its one shape, whole: no pieces, no blocks
+            return self._run_embeddings(x)
         if not self._runs_whole(x.shape[1]):
             return EmbeddingResult.stack([self._embed_blocks(row) for row in x])
         parallel = self._usable_parallel()
@@ -190,8 +195,11 @@ class Embedder:
         return EmbeddingResult.concat([self._run_embeddings(x[i : i + rows]) for i in range(0, len(x), rows)])
 
     def _embeddings(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        """The embedding graph on ``x (B, L)``; a runner that replays per shape gets few shapes."""
+        """The embedding graph on ``x (B, L)``; a fixed-shape graph on its shape only, unpadded; a
+        runner that replays per shape gets few shapes."""
         runner = self._runner
+        if self._fixed_shape is not None:
+            return runner.run({EMBEDDING_INPUT: require_shape(x, self._fixed_shape, runner.path)})
         if not runner.fixed_shapes:
             return runner.run({EMBEDDING_INPUT: x})
         return shapes.run_embeddings(lambda a: runner.run({EMBEDDING_INPUT: a}), x, runner.max_samples)

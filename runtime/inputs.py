@@ -115,6 +115,13 @@ def as_windows(windows) -> np.ndarray:
     return x
 
 
+def require_shape(x: np.ndarray, shape: tuple[int, int], model: str) -> np.ndarray:
+    """``x`` when it has ``shape``, the one input shape of the fixed-shape graph ``model``; else one sentence."""
+    if x.shape != tuple(shape):
+        raise KwmlpError(f"{model} takes audio of shape {tuple(shape)} only; got {x.shape}")
+    return x
+
+
 def is_clip_list(audio) -> bool:
     """A list or tuple of clips (each 1-D array-like), as opposed to one clip given as a list of numbers."""
     return isinstance(audio, (list, tuple)) and len(audio) > 0 and all(np.ndim(a) >= 1 for a in audio)

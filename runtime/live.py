@@ -17,7 +17,7 @@ import numpy as np
 
 from kwmlp.dims import CHUNK_SAMPLES, KEYWORDS, RESAMPLE_QUALITY, SAMPLE_RATE
 from kwmlp.errors import KwmlpError
-from kwmlp.runtime.blocks import frame_times
+from kwmlp.frames import frame_times
 from kwmlp.runtime.inputs import as_pcm
 from kwmlp.runtime.keywords import Detection, Windows, check_options, decide, keyword_probabilities, put
 from kwmlp.runtime.result import EmbeddingResult

@@ -1,8 +1,8 @@
 """The scene algorithms in numpy, for embeddings computed block by block.
 
 The same float32 arithmetic as PyTorch's ``F.interpolate(mode="linear", align_corners=True)``
-and as the exported graph (see ``kwmlp.export.graph``), so that a clip embedded in blocks
-equals the clip embedded at once.
+and as the exported graph: positions from :mod:`kwmlp.frames`, so that a clip embedded in
+blocks equals the clip embedded at once.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from kwmlp.dims import SCENE_ALGORITHMS, SCENE_STEPS
+from kwmlp.frames import interpolation_positions, pool_bins, scene_lengths
 
 
 def interpolate(x: np.ndarray, size: int) -> np.ndarray:
@@ -17,12 +18,8 @@ def interpolate(x: np.ndarray, size: int) -> np.ndarray:
     n = x.shape[0]
     if size == n:
         return x
-    scale = np.float32(n - 1) / np.float32(size - 1) if size > 1 else np.float32(0)
-    src = np.arange(size, dtype=np.float32) * np.float32(scale)
-    lo = np.floor(src)
-    i0 = lo.astype(np.int64)
-    i1 = np.minimum(i0 + 1, n - 1)
-    lam = (src - lo)[:, None]
+    i0, i1, lam = interpolation_positions(n, size)
+    lam = lam[:, None]
     # x[i0] * (1 - lam) + x[i1] * lam, computed in place: the same float32 operations in the same
     # order, with two temporaries instead of four (they are half an hour's frames on long clips)
     y = x[i0]
@@ -36,9 +33,9 @@ def interpolate(x: np.ndarray, size: int) -> np.ndarray:
 def scene_iterative(full: np.ndarray) -> np.ndarray:
     """``(T, d) -> (16 d,)``: halve ``floor(log2(T/16))`` times, then interpolate to 16."""
     x = full
-    while x.shape[0] >= 2 * SCENE_STEPS:
-        x = interpolate(x, x.shape[0] // 2)
-    return interpolate(x, SCENE_STEPS).T.reshape(-1)  # feature-major: b t f -> b (f t)
+    for size in scene_lengths(len(full))[1:]:
+        x = interpolate(x, size)
+    return x.T.reshape(-1)  # feature-major: b t f -> b (f t)
 
 
 def scene_single(full: np.ndarray) -> np.ndarray:
@@ -47,10 +44,8 @@ def scene_single(full: np.ndarray) -> np.ndarray:
 
 def scene_mean(full: np.ndarray) -> np.ndarray:
     """``adaptive_avg_pool1d`` to 16 bins: bin i averages frames ``[floor(iT/16), ceil((i+1)T/16))``."""
-    t = full.shape[0]
     out = np.empty((SCENE_STEPS, full.shape[1]), np.float32)
-    for i in range(SCENE_STEPS):
-        start, end = (i * t) // SCENE_STEPS, -((-(i + 1) * t) // SCENE_STEPS)
+    for i, (start, end) in enumerate(zip(*pool_bins(full.shape[0]))):
         out[i] = full[start:end].mean(axis=0, dtype=np.float32)
     return out.T.reshape(-1)
 

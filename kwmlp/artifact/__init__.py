@@ -5,6 +5,8 @@ An export of ``NAME.onnx`` (``kwmlp export``) is
 
 - ``NAME.onnx``: waveform -> embeddings (layout :data:`LAYOUT_EMBEDDINGS`);
 - ``NAME.keywords.onnx``: one-second windows -> keyword logits and chunk embeddings;
+- ``NAME.BxS.onnx`` for each ``--fixed-shape BxS``: the embedding graph at that one input shape
+  (:mod:`kwmlp.artifact.shapes`);
 
 and ``kwmlp build -o NAME.engine`` adds ``NAME.engine`` and ``NAME.keywords.engine``, each with a
 ``.json`` sidecar (:mod:`kwmlp.artifact.sidecar`) naming the ONNX it was built from. Every other
@@ -17,6 +19,9 @@ from __future__ import annotations
 import os
 
 from kwmlp.artifact.metadata import LAYOUT_EMBEDDINGS, LAYOUT_KEYWORDS, ModelInfo
+from kwmlp.artifact.shapes import (
+    check_fixed_shape, fixed_shape_files, fixed_shape_of_name, fixed_shape_path, format_fixed_shape, parse_fixed_shape,
+)
 from kwmlp.artifact.sidecar import EngineInfo, read_sidecar, sidecar_path
 from kwmlp.dims import HOP_LENGTH
 from kwmlp.errors import KwmlpError, first_line
@@ -26,6 +31,8 @@ __all__ = [
     "LAYOUT_EMBEDDINGS", "LAYOUT_KEYWORDS", "ModelInfo", "engine_beside", "engine_keywords_path",
     "is_engine", "is_keywords_file", "keywords_path_for", "onnx_behind", "read_model_info",
     "open_onnx", "require_file", "keywords_model_path", "sidecar_path",
+    "check_fixed_shape", "fixed_shape_files", "fixed_shape_of_name", "fixed_shape_path", "format_fixed_shape",
+    "parse_fixed_shape",
 ]
 
 ONNX_SUFFIX = ".onnx"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields
 
+from kwmlp.artifact.shapes import parse_fixed_shape
 from kwmlp.dims import ModelDims
 from kwmlp.errors import KwmlpError
 
@@ -23,10 +24,18 @@ class ModelInfo:
     version: str = ""
     max_seconds: float = 0.0  # longest clip whose scene the graph computes (unrolled stages)
     keywords_model: str = ""  # file name of the keyword graph, beside this one
+    fixed_shape: str = ""  # "BxS" for a fixed-shape graph (kwmlp.artifact.shapes); "" for any shape
+
+    @property
+    def shape(self) -> tuple[int, int] | None:
+        """``(batch, samples)``, the one input shape of a fixed-shape graph; None when any shape runs."""
+        return parse_fixed_shape(self.fixed_shape) if self.fixed_shape else None
 
     def to_props(self) -> dict[str, str]:
         out = {}
         for k, v in asdict(self).items():
+            if k == "fixed_shape" and not v:
+                continue  # absent rather than empty: an export of any shape records what it always did
             out[_PREFIX + k] = self.dims.to_json() if k == "dims" else str(v)
         return out
 
@@ -50,12 +59,14 @@ class ModelInfo:
                         raise ValueError(raw)
                 else:
                     kw[f.name] = raw
+                if f.name == "fixed_shape":
+                    parse_fixed_shape(raw)
             except (ValueError, TypeError, AttributeError) as e:  # JSONDecodeError is a ValueError
                 raise KwmlpError(f"{source}: its metadata {_PREFIX}{f.name} = {raw[:80]!r} is not valid; export "
                                  "the model again with `kwmlp export`") from e
         return cls(**kw)
 
     def summary(self) -> dict[str, str]:
-        d = {k: v for k, v in asdict(self).items() if k != "dims"}
+        d = {k: v for k, v in asdict(self).items() if k != "dims" and (v or k != "fixed_shape")}
         d["dims"] = json.loads(self.dims.to_json())
         return d

@@ -25,6 +25,9 @@ def add_parser(sub):
     p.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET}, what TensorRT 10 takes)")
     p.add_argument("--max-seconds", type=float, default=None,
                    help="longest clip the iterative scene covers (default: 4 hours)")
+    p.add_argument("--fixed-shape", action="append", default=[], metavar="BxS",
+                   help="also write OUT.BxS.onnx, the embedding graph for input shape (B, S) alone, with no shape "
+                        "arithmetic (TensorRT, CUDA graphs, DLA); repeatable, e.g. --fixed-shape 1x16000")
     p.set_defaults(run=run)
     return p
 
@@ -32,6 +35,7 @@ def add_parser(sub):
 def run(args) -> int:
     import dataclasses
 
+    from kwmlp.artifact import parse_fixed_shape
     from kwmlp.errors import missing_extra
 
     checkpoint = args.checkpoint or _downloaded()
@@ -42,8 +46,10 @@ def run(args) -> int:
     options = ExportOptions(precision=args.precision, depth=args.depth, scene=args.scene, opset=args.opset)
     if args.max_seconds is not None:
         options = dataclasses.replace(options, max_seconds=args.max_seconds)
-    emb, kw = export_checkpoint(checkpoint, args.output, options)
-    print(f"wrote {emb}\nwrote {kw}")
+    options.check()  # max_seconds first: it bounds the fixed shapes
+    shapes = tuple(dict.fromkeys(parse_fixed_shape(spec, options.max_seconds) for spec in args.fixed_shape))
+    for path in export_checkpoint(checkpoint, args.output, dataclasses.replace(options, fixed_shapes=shapes)):
+        print(f"wrote {path}")
     return 0
 
 

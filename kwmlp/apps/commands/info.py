@@ -7,23 +7,27 @@ import json
 
 def add_parser(sub):
     p = sub.add_parser("info", help="show an exported model's settings, inputs and outputs")
-    p.add_argument("model", help="an .onnx file written by `kwmlp export`")
+    p.add_argument("model", help="an .onnx file written by `kwmlp export` (also lists its fixed-shape graphs)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=run)
     return p
 
 
 def describe(path: str) -> dict:
-    from kwmlp.artifact import ModelInfo, open_onnx
+    """What ``kwmlp info`` prints: settings, inputs, outputs and, for an export of any shape, the
+    fixed-shape graphs beside it (``fixed_shapes``: model and ``[batch, samples]``)."""
+    from kwmlp.artifact import LAYOUT_EMBEDDINGS, ModelInfo, fixed_shape_files, open_onnx
 
     session = open_onnx(path)
     info = ModelInfo.from_props(dict(session.get_modelmeta().custom_metadata_map), path)
     io = lambda args: [{"name": a.name, "dtype": a.type, "shape": list(a.shape)} for a in args]
+    listed = info.layout == LAYOUT_EMBEDDINGS and not info.fixed_shape
     return {
         "model": path,
         "settings": info.summary(),
         "inputs": io(session.get_inputs()),
         "outputs": io(session.get_outputs()),
+        "fixed_shapes": [{"model": p, "shape": list(shape)} for p, shape in fixed_shape_files(path)] if listed else [],
     }
 
 
@@ -39,4 +43,8 @@ def run(args) -> int:
         print(f"{kind}:")
         for a in d[kind]:
             print(f"  {a['name']}: {a['dtype']} {a['shape']}")
+    if d["fixed_shapes"]:
+        print("fixed-shape graphs beside it:")
+        for f in d["fixed_shapes"]:
+            print(f"  {f['model']}: audio {f['shape']}")
     return 0
