@@ -202,7 +202,8 @@ class Embedder:
             return runner.run({EMBEDDING_INPUT: require_shape(x, self._fixed_shape, runner.path)})
         if not runner.fixed_shapes:
             return runner.run({EMBEDDING_INPUT: x})
-        return shapes.run_embeddings(lambda a: runner.run({EMBEDDING_INPUT: a}), x, runner.max_samples)
+        return shapes.run_embeddings(lambda a: runner.run({EMBEDDING_INPUT: a}), x, runner.max_samples,
+                                     exact=runner.exact_shapes)
 
     def _run_embeddings(self, x: np.ndarray) -> EmbeddingResult:
         out = self._embeddings(x)
@@ -232,7 +233,7 @@ class Embedder:
             raise KwmlpError(f"a clip of {n / CHUNK_SAMPLES:g} s runs block by block on the host; "
                              "embed_on_device takes clips that run whole: use embed()")
         out = shapes.run_embeddings(lambda a: run({EMBEDDING_INPUT: a}), x, self._runner.max_samples,
-                                    cut=lambda a, *sizes: a.head(*sizes))
+                                    cut=lambda a, *sizes: a.head(*sizes), exact=self._runner.exact_shapes)
         return EmbeddingResult(*(out[k].first() if squeeze else out[k] for k in EMBEDDING_OUTPUTS))
 
     def stream(self, block_chunks: int | None = None, on_frames=None) -> ClipStream:

@@ -4,8 +4,9 @@ replayed as a CUDA graph (:mod:`kwmlp.runtime.device_graph` owns the buffers, th
 cache; this module supplies the ONNX Runtime :class:`~kwmlp.runtime.device_graph.Executor`).
 
 A session at a fixed shape is opened on the export's fixed-shape file for that shape when one lies
-beside it (``kwmlp export --fixed-shape``), else on the export itself with ONNX Runtime's
-free-dimension overrides, which fold the graph's shape arithmetic for that shape. It asks for
+beside it (``kwmlp export --fixed-shape 1x15680``: the shapes the runtime meets are canonical,
+:mod:`kwmlp.runtime.shapes`), else on the export itself with ONNX Runtime's free-dimension
+overrides, which fold the graph's shape arithmetic for that shape. It asks for
 ``enable_cuda_graph`` and runs on the shape's own stream (``user_compute_stream``), so that the
 staging copies and ONNX Runtime's kernels are ordered on one stream. ONNX Runtime refuses CUDA
 graphs when nodes of the graph are left off the CUDA provider with Memcpy nodes around them; the
@@ -23,7 +24,11 @@ import os
 
 import numpy as np
 
-from kwmlp.artifact import EMBEDDING_DIMS, EMBEDDING_INPUT, IO_OF_LAYOUT, KEYWORD_DIMS, ModelInfo, import_onnxruntime, io_shapes
+from kwmlp.artifact import (
+    EMBEDDING_DIMS, EMBEDDING_INPUT, IO_OF_LAYOUT, KEYWORD_DIMS, KEYWORD_INPUT, LAYOUT_EMBEDDINGS, ModelInfo,
+    import_onnxruntime, io_shapes, read_model_info,
+)
+from kwmlp.artifact.shapes import fixed_shape_files, fixed_shape_path
 from kwmlp.errors import KwmlpError, first_line
 from kwmlp.runtime import onnxruntime_backend as ortb
 from kwmlp.runtime.device_array import DeviceArray
@@ -40,15 +45,36 @@ _NO_SYNC = "disable_synchronize_execution_providers"
 
 
 def session_options(ort, input_name: str, shape: tuple[int, ...], threads: int | None):
-    """Session options that fix the graph's free dimensions to ``shape``."""
+    """Session options that fix the graph's free dimensions to ``shape`` (none for ``input_name`` "",
+    a fixed-shape file)."""
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
     opts.intra_op_num_threads = threads or 1  # only shape nodes may run on the CPU
-    names = EMBEDDING_DIMS if input_name == EMBEDDING_INPUT else KEYWORD_DIMS
+    names = {EMBEDDING_INPUT: EMBEDDING_DIMS, KEYWORD_INPUT: KEYWORD_DIMS}.get(input_name, ())
     for name, size in zip(names, shape):
         opts.add_free_dimension_override_by_name(name, int(size))
     return opts
+
+
+def model_at(path: str, info: ModelInfo, shape: tuple[int, ...]) -> tuple[str, bool]:
+    """(the model to open at ``shape``, whether it is a fixed-shape file): the export's
+    ``NAME.BxS.onnx`` when one of this export (same checkpoint and precision) lies beside it, else
+    the export itself, to be folded with free-dimension overrides."""
+    if info.layout != LAYOUT_EMBEDDINGS:
+        return path, False
+    fixed = fixed_shape_path(path, *shape)
+    if not os.path.isfile(fixed):
+        return path, False
+    try:
+        other = read_model_info(fixed)
+    except KwmlpError as e:
+        log.debug("kwmlp: %s is not used: %s", fixed, e)
+        return path, False
+    if (other.checkpoint_sha256, other.precision, other.shape) != (info.checkpoint_sha256, info.precision, shape):
+        log.debug("kwmlp: %s is not used: it is not this export's (another checkpoint, precision or shape)", fixed)
+        return path, False
+    return fixed, True
 
 
 class OrtShapeExecutor(Executor):
@@ -57,7 +83,8 @@ class OrtShapeExecutor(Executor):
     def __init__(self, path: str, info: ModelInfo, shape: tuple[int, ...], stream_handle: int,
                  graphs: bool, threads: int | None = None):
         self.ort = import_onnxruntime()
-        self.path, self.shape = path, tuple(shape)
+        self.shape = tuple(shape)
+        self.path, self.fixed_file = model_at(path, info, self.shape)
         self.session, self.refused = self._open(info, stream_handle, graphs, threads)
         self.tensors = self._specs(info)
         self.io = self.session.io_binding()
@@ -65,7 +92,7 @@ class OrtShapeExecutor(Executor):
         self.options.add_run_config_entry(_NO_SYNC, "1")
 
     def _open(self, info: ModelInfo, stream_handle: int, graphs: bool, threads: int | None):
-        input_name = IO_OF_LAYOUT[info.layout][0][0]
+        input_name = "" if self.fixed_file else IO_OF_LAYOUT[info.layout][0][0]  # a fixed file has no free dims
         opts = lambda: session_options(self.ort, input_name, self.shape, threads)  # one per try
         cuda = {**ortb.cuda_options(self.ort.__version__), "has_user_compute_stream": "1",
                 "user_compute_stream": str(stream_handle)}
@@ -135,6 +162,7 @@ class OrtCudaRunner(Runner):
         self.max_samples, self.cache_sized_calls = general.max_samples, False
         self.threads = threads
         self.shapes = ShapeCache(self._shaped, capacity=capacity, admit_after=admit_after)
+        self.exact_shapes = frozenset(s for p, s in fixed_shape_files(self.path) if model_at(self.path, info, s)[1])
 
     @property
     def metadata(self) -> dict[str, str]:
@@ -156,7 +184,7 @@ class OrtCudaRunner(Runner):
         if len(x) > self.piece_rows:  # a large batch: pieces on two streams, copies overlapping compute
             out = run_in_lanes(self.shapes, x, self.piece_rows)
             return self.general.run(feeds) if out is None else out
-        rows = bucket_rows(len(x))  # small calls meet few shapes (kwmlp.runtime.shapes)
+        rows = len(x) if x.shape in self.exact_shapes else bucket_rows(len(x))  # few shapes (kwmlp.runtime.shapes)
         shaped = self.shapes.get((rows,) + x.shape[1:])
         if shaped is None:
             return self.general.run(feeds)
@@ -165,7 +193,7 @@ class OrtCudaRunner(Runner):
     def run_device(self, feeds: dict[str, np.ndarray]) -> dict[str, DeviceArray]:
         """:meth:`run` with the outputs left on the GPU (:class:`~kwmlp.runtime.device_array.DeviceArray`)."""
         (x,) = feeds.values()
-        rows = bucket_rows(len(x))
+        rows = len(x) if x.shape in self.exact_shapes else bucket_rows(len(x))
         shaped = self.shapes.get((rows,) + x.shape[1:], now=True)
         if shaped is None:
             raise KwmlpError(f"{os.path.basename(self.path)} cannot keep results on the GPU at shape {x.shape}: "

@@ -33,6 +33,9 @@ class Runner(abc.ABC):
     fixed_shapes : bool
         True when calls at a shape met before run faster (CUDA graphs replayed per shape): callers
         then pad calls to a few shapes (:mod:`kwmlp.runtime.shapes`).
+    exact_shapes : frozenset of tuple
+        Input shapes the runner has a fixed-shape model for (``kwmlp export --fixed-shape``): calls
+        at them are not padded.
     """
 
     path: str
@@ -42,6 +45,7 @@ class Runner(abc.ABC):
     max_samples: int | None = None
     cache_sized_calls: bool = False
     fixed_shapes: bool = False
+    exact_shapes: frozenset = frozenset()
 
     @property
     @abc.abstractmethod

@@ -37,12 +37,15 @@ def _head(a: np.ndarray, *sizes: int) -> np.ndarray:
     return a[tuple(slice(0, n) for n in sizes)]
 
 
-def run_embeddings(run, x: np.ndarray, max_samples: int | None, cut=_head) -> dict:
+def run_embeddings(run, x: np.ndarray, max_samples: int | None, cut=_head, exact=frozenset()) -> dict:
     """``run(audio)`` on ``x (B, L)`` padded to its canonical length; the outputs of ``x`` itself.
     ``cut(array, *sizes)`` takes the leading ``sizes`` of an output's first axes (numpy slicing, or
-    a device array's view)."""
+    a device array's view). ``exact``: shapes the runner has a fixed-shape model for, whose length
+    is kept."""
     n = x.shape[1]
     samples = canonical_samples(n)
+    if any(s[1] == n for s in exact):
+        samples = n  # a fixed-shape model of this length: keep it
     if samples != n and (max_samples is None or samples <= max_samples):
         padded = np.zeros((len(x), samples), np.float32)
         padded[:, :n] = x

@@ -416,3 +416,20 @@ def test_results_stay_on_the_device(cuda_ort):
     assert one.timestamp_embeddings.shape == (100, 64) and one.scene_embeddings.shape == (1024,)
     with pytest.raises(KwmlpError, match="results stay on the GPU only on a GPU backend"):
         cpu.embed_on_device(_audio(16000))
+
+
+def test_a_fixed_shape_file_beside_the_export_is_what_runs(cuda_ort, random_checkpoint, tmp_path):
+    from kwmlp.export import ExportOptions, export_checkpoint
+    from kwmlp.runtime import Embedder
+
+    _, fake, cpu = cuda_ort()
+    out = tmp_path / "fixed.onnx"
+    export_checkpoint(random_checkpoint, str(out), ExportOptions(fixed_shapes=((1, 16000),)))
+    emb = Embedder(str(out), backend="onnxruntime-cuda")
+    assert emb._runner.exact_shapes == {(1, 16000)}
+    for i in range(3):
+        x = _audio((1, 16000), seed=i)  # its exact shape: not padded to 31680 samples
+        _same(emb.embed(x), cpu.embed(x))
+    (session,) = fake.sessions
+    assert session.options.overrides == {} and session.cpu._model_path.endswith("fixed.1x16000.onnx")
+    assert emb.graph_report().captured == 1
