@@ -62,7 +62,7 @@ def _open_engine(engine_path: str, cuda_graph: bool) -> Opened:
 
 def _ort_runner(path: str, backend: str, graph_input: str, threads: int | None, cuda_graph: bool) -> Runner:
     runner = ortb.OrtRunner(path, providers=ortb.providers_for(backend, graph_input), threads=threads)
-    if runner.backend != "onnxruntime-cuda":
+    if runner.backend not in _GPU_ORT:
         return runner
     from kwmlp.runtime.onnxruntime_cuda import on_device
 

@@ -193,33 +193,46 @@ def _tf32_override_is_set() -> bool:
     return os.environ.get("NVIDIA_TF32_OVERRIDE") == "0"
 
 
-def providers_for(backend: str, graph_input: str = EMBEDDING_INPUT) -> list:
+def providers_for(backend: str, graph_input: str = EMBEDDING_INPUT, shape: tuple[int, ...] | None = None,
+                  stream: int | None = None, graphs: bool = False) -> list:
     """The provider list for one of :data:`ORT_BACKENDS`: the named provider, then the ones below it.
 
     ``graph_input`` picks the TensorRT provider's profiles: ``audio`` (the embedding graph) or
-    ``windows`` (the keyword graph).
+    ``windows`` (the keyword graph). For a session at one input ``shape``
+    (:mod:`kwmlp.runtime.onnxruntime_cuda`): the TensorRT provider's one profile is that shape, the
+    GPU providers run on the CUDA ``stream`` given, and ``graphs`` asks for CUDA-graph capture
+    (``enable_cuda_graph``, ``trt_cuda_graph_enable``).
     """
     if backend not in ("onnxruntime-trt", "onnxruntime-cuda"):
         return ["CPUExecutionProvider"]
-    cuda = ("CUDAExecutionProvider", cuda_options(import_onnxruntime().__version__))
+    on_stream = {} if stream is None else {"has_user_compute_stream": "1", "user_compute_stream": str(stream)}
+    cuda = {**cuda_options(import_onnxruntime().__version__), **on_stream}
     if backend == "onnxruntime-cuda":
-        return [cuda, "CPUExecutionProvider"]
+        return [("CUDAExecutionProvider", {**cuda, "enable_cuda_graph": "1"} if graphs else cuda), "CPUExecutionProvider"]
     if not _tf32_override_is_set():
         # ORT's TensorRT provider has no TF32 switch (microsoft/onnxruntime#26029); `kwmlp build`
         # engines clear TensorRT's TF32 flag themselves
         log.warning("onnxruntime's TensorRT provider runs FP32 layers (the front end too) in TF32 on Ampere or "
                     "later GPUs unless NVIDIA_TF32_OVERRIDE=0 is set; `kwmlp build` engines do not")
     cache = trt_cache_dir()
-    trt = ("TensorrtExecutionProvider", {
+    trt = {
         "device_id": 0,
         # an fp16 export carries its precision and casts in the graph; whether ORT then builds it
         # strongly typed (FP16) or weakly typed (FP32) is to be checked on the first GPU (README)
         "trt_fp16_enable": False,
         "trt_engine_cache_enable": True, "trt_engine_cache_path": cache,
         "trt_timing_cache_enable": True, "trt_timing_cache_path": cache,
-        **trt_profile_options(graph_input),
-    })
-    return [trt, cuda, "CPUExecutionProvider"]
+        **(trt_profile_options(graph_input) if shape is None else exact_profile_options(graph_input, shape)),
+        **on_stream, **({"trt_cuda_graph_enable": True} if graphs else {}),
+    }
+    return [("TensorrtExecutionProvider", trt), ("CUDAExecutionProvider", cuda), "CPUExecutionProvider"]
+
+
+def exact_profile_options(graph_input: str, shape: tuple[int, ...]) -> dict[str, str]:
+    """One TensorRT profile whose min, opt and max are ``shape``: the engine ORT builds for a session at
+    one input shape is tuned for exactly that shape."""
+    spec = f"{graph_input}:{'x'.join(str(d) for d in shape)}"
+    return {f"trt_profile_{which}_shapes": spec for which in ("min", "opt", "max")}
 
 
 def backend_of(providers: list[str], counts: dict[str, int] | None = None) -> str:

@@ -81,9 +81,9 @@ class OrtShapeExecutor(Executor):
     """One ONNX Runtime CUDA session at one input shape, bound to device buffers through IO binding."""
 
     def __init__(self, path: str, info: ModelInfo, shape: tuple[int, ...], stream_handle: int,
-                 graphs: bool, threads: int | None = None):
+                 graphs: bool, threads: int | None = None, backend: str = "onnxruntime-cuda"):
         self.ort = import_onnxruntime()
-        self.shape = tuple(shape)
+        self.shape, self.backend = tuple(shape), backend
         self.path, self.fixed_file = model_at(path, info, self.shape)
         self.session, self.refused = self._open(info, stream_handle, graphs, threads)
         self.tensors = self._specs(info)
@@ -92,26 +92,26 @@ class OrtShapeExecutor(Executor):
         self.options.add_run_config_entry(_NO_SYNC, "1")
 
     def _open(self, info: ModelInfo, stream_handle: int, graphs: bool, threads: int | None):
-        input_name = "" if self.fixed_file else IO_OF_LAYOUT[info.layout][0][0]  # a fixed file has no free dims
-        opts = lambda: session_options(self.ort, input_name, self.shape, threads)  # one per try
-        cuda = {**ortb.cuda_options(self.ort.__version__), "has_user_compute_stream": "1",
-                "user_compute_stream": str(stream_handle)}
-        if graphs:
-            try:
-                return self._session(opts(), {**cuda, "enable_cuda_graph": "1"}), None
-            except KwmlpError as e:  # e.g. "... all compute graph nodes have not been partitioned to the CUDA EP"
-                refused = f"ONNX Runtime refused CUDA graphs ({str(e).split(' (', 1)[-1].rstrip(')')[:200]})"
-        else:
-            refused = "CUDA graphs are off"
-        return self._session(opts(), cuda), refused
-
-    def _session(self, opts, cuda: dict):
+        """(session, why it replays no CUDA graph or None): with graphs asked for, a session that
+        refuses them is opened again without."""
+        input_name = IO_OF_LAYOUT[info.layout][0][0]
+        free = "" if self.fixed_file else input_name  # a fixed file has no free dimensions
+        providers = lambda g: ortb.providers_for(self.backend, input_name, self.shape, stream_handle, g)
+        if not graphs:
+            return self._session(session_options(self.ort, free, self.shape, threads), providers(False)), \
+                "CUDA graphs are off"
         try:
-            return self.ort.InferenceSession(self.path, sess_options=opts,
-                                             providers=[("CUDAExecutionProvider", cuda), "CPUExecutionProvider"])
+            return self._session(session_options(self.ort, free, self.shape, threads), providers(True)), None
+        except KwmlpError as e:  # e.g. "... all compute graph nodes have not been partitioned to the CUDA EP"
+            refused = f"ONNX Runtime refused CUDA graphs: {first_line(e.__cause__ or e)[:200]}"
+        return self._session(session_options(self.ort, free, self.shape, threads), providers(False)), refused
+
+    def _session(self, opts, providers: list):
+        try:
+            return self.ort.InferenceSession(self.path, sess_options=opts, providers=providers)
         except Exception as e:  # ORT's own exception types
             raise KwmlpError(f"ONNX Runtime could not open {os.path.basename(self.path)} at shape "
-                             f"{self.shape} on CUDA ({first_line(e)[:300]})") from e
+                             f"{self.shape} on {self.backend} ({first_line(e)[:300]})") from e
 
     def _specs(self, info: ModelInfo) -> dict[str, TensorSpec]:
         shapes = io_shapes(info, self.shape)
@@ -140,7 +140,7 @@ class OrtShapeExecutor(Executor):
 
 
 class OrtCudaRunner(Runner):
-    """ONNX Runtime's CUDA provider: calls at a shape met ``admit_after`` times run on a session of
+    """ONNX Runtime's CUDA or TensorRT provider (``general.backend``): calls at a shape met ``admit_after`` times run on a session of
     their own at that shape (:class:`OrtShapeExecutor`, replayed as a CUDA graph where ONNX Runtime
     allows); other calls run on the general session (``general``, an :class:`OrtRunner`).
 
@@ -172,7 +172,7 @@ class OrtCudaRunner(Runner):
         stream = self.cuda.stream()
         try:
             executor = OrtShapeExecutor(self.path, self.info, shape, self.cuda.handle(stream), self.graphs,
-                                        self.threads)
+                                        self.threads, self.backend)
             return ShapedRun(self.cuda, executor, stream, use_graphs=self.graphs,
                              check=lambda x: self.general.run({self.inputs[0]: x}))
         except Exception:

@@ -18,7 +18,7 @@ import pytest
 
 from conftest import max_abs
 from kwmlp.errors import KwmlpError
-from test_gpu_review_fixes import CUDA, gpu_session  # noqa: F401  (the fixture)
+from test_gpu_review_fixes import CUDA, TRT, gpu_session  # noqa: F401  (the fixture)
 from test_tensorrt_runner_fake import FakeCuda
 
 REFUSAL = ("This session cannot use the CUDA Graph feature as requested by the user  as all compute graph nodes "
@@ -66,10 +66,11 @@ class FakeCudaOrt:
 
     class Session:
         def __init__(self, fake, path, options, providers):
-            (name, cuda), cpu = providers
-            assert name == CUDA and cpu == "CPUExecutionProvider"
-            assert cuda["has_user_compute_stream"] == "1" and int(cuda["user_compute_stream"])
-            self.graphs = cuda.get("enable_cuda_graph") == "1"
+            *gpu, cpu = providers
+            assert [name for name, _ in gpu] in ([CUDA], [TRT, CUDA]) and cpu == "CPUExecutionProvider"
+            cuda = gpu[0][1]  # the first provider's options: it is the one asked for graphs
+            assert all(o["has_user_compute_stream"] == "1" and int(o["user_compute_stream"]) for _, o in gpu)
+            self.graphs = cuda.get("enable_cuda_graph") == "1" or cuda.get("trt_cuda_graph_enable") is True
             if self.graphs and fake.memcpy_nodes:
                 raise RuntimeError(f"[ONNXRuntimeError] : 1 : FAIL : {REFUSAL}")
             real_options = fake.real.SessionOptions()
@@ -433,3 +434,26 @@ def test_a_fixed_shape_file_beside_the_export_is_what_runs(cuda_ort, random_chec
     (session,) = fake.sessions
     assert session.options.overrides == {} and session.cpu._model_path.endswith("fixed.1x16000.onnx")
     assert emb.graph_report().captured == 1
+
+
+def test_onnxruntime_trt_sessions_at_a_shape_replay_too(gpu_session, random_exported, monkeypatch):  # noqa: F811
+    from kwmlp import cuda as cuda_api, trt
+    from kwmlp.runtime import Embedder, onnxruntime_backend as ortb, onnxruntime_cuda
+
+    fake = FakeCudaOrt()
+    monkeypatch.setattr(cuda_api, "load", FakeCuda)
+    monkeypatch.setattr(ortb, "available_providers", lambda: [TRT, CUDA, "CPUExecutionProvider"])
+    monkeypatch.setattr(trt, "installed_version", lambda: "10.16.0")
+    monkeypatch.setattr(onnxruntime_cuda, "import_onnxruntime", lambda: fake)
+    gpu_session({TRT: 40})
+    path = random_exported()
+    emb, cpu = Embedder(path, backend="onnxruntime-trt"), Embedder(path, backend="onnxruntime-cpu")
+    assert emb.backend == "onnxruntime-trt"
+    for i in range(4):
+        x = _audio((1, 16000), seed=i)
+        _same(emb.embed(x), cpu.embed(x))
+    (session,) = fake.sessions
+    assert session.graphs and emb.graph_report().captured == 1
+    options = session.provider_options
+    assert options["trt_cuda_graph_enable"] is True
+    assert {options[f"trt_profile_{w}_shapes"] for w in ("min", "opt", "max")} == {"audio:1x31680"}
