@@ -165,14 +165,14 @@ def test_bad_options_are_one_line(exported, speech, args, match, tmp_path, capsy
     assert match in capsys.readouterr().err
 
 
-class NoStandardInput(io.TextIOWrapper):
+class NoStandardInput:
     """Standard input that fails the test when read: what must be said is said before any audio."""
-
-    def __init__(self):
-        super().__init__(io.BytesIO())
 
     @property
     def buffer(self):
+        raise AssertionError("standard input was read")
+
+    def fileno(self):
         raise AssertionError("standard input was read")
 
 
@@ -185,7 +185,7 @@ class NoStandardInput(io.TextIOWrapper):
     (["--window", "1e7"], "window must be at most 10 s (the keyword head hears the first second of each window), "
                           "got 10000000.0 s"),
     (["--smooth", "1000000000"], "smooth must be a whole number of windows from 1 to 1000, got 1000000000"),
-])
+], ids=["no-keyword", "refractory-inf", "refractory-nan", "window-1e7", "smooth-1e9"])
 def test_detector_options_are_refused_in_one_sentence_before_any_audio(exported, command, args, match, monkeypatch,
                                                                         capsys):
     if command == "wyoming":
@@ -196,7 +196,7 @@ def test_detector_options_are_refused_in_one_sentence_before_any_audio(exported,
     assert capsys.readouterr().err.splitlines()[-1] == f"kwmlp {command}: error: {match}"
 
 
-@pytest.mark.parametrize("source", [["-"], []])  # standard input, the microphone
+@pytest.mark.parametrize("source", [["-"], []], ids=["stdin", "microphone"])
 def test_rate_is_refused_before_any_audio(exported, source, microphone, monkeypatch, capsys):
     """--rate 1 was accepted: 16000-fold upsampling, 1.16 GB, and Ctrl-C took 11 s."""
     monkeypatch.setattr(sys, "stdin", NoStandardInput())

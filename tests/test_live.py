@@ -330,7 +330,7 @@ def test_close_ends_the_worker_thread_when_the_callback_raised():
         spotter.feed(np.zeros(1600, np.float32))
         assert fired.wait(30)
         with pytest.raises(RuntimeError, match="callback failed"):
-            while True:  # until the worker has recorded the error: then feed re-raises it
+            for _ in range(100_000):  # until the worker has recorded the error: then feed re-raises it
                 spotter.feed(np.zeros(0, np.float32))
                 time.sleep(0.001)
         with pytest.raises(RuntimeError, match="callback failed"):

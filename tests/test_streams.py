@@ -61,7 +61,8 @@ class CountingStream(io.RawIOBase):
 
 def wav_header(tag=1, channels=1, rate=16000, bits=16, before_fmt=b""):
     fmt = struct.pack("<HHIIHH", tag, channels, rate, rate * channels * bits // 8, channels * bits // 8, bits)
-    return b"RIFF\xff\xff\xff\xffWAVE" + before_fmt + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data\xff\xff\xff\xff"
+    fmt_chunk = b"fmt " + struct.pack("<I", len(fmt)) + fmt
+    return b"RIFF\xff\xff\xff\xffWAVE" + before_fmt + fmt_chunk + b"data\xff\xff\xff\xff"
 
 
 def test_a_wav_chunk_of_4_gib_is_refused_without_reading_it():
@@ -76,7 +77,8 @@ def test_a_wav_chunk_of_4_gib_is_refused_without_reading_it():
 
 def test_wav_chunks_within_the_bound_are_skipped():
     junk = b"JUNK" + struct.pack("<I", MAX_WAV_HEADER // 2) + bytes(MAX_WAV_HEADER // 2)
-    fmt, blocks = open_pcm(CountingStream(wav_header(channels=2, rate=48000, before_fmt=junk), 400), None)
+    fmt, blocks = open_pcm(CountingStream(wav_header(channels=2, rate=48000, before_fmt=junk), 400),
+                           PcmFormat("f32le", 16000, 1))
     assert fmt == PcmFormat("s16le", 48000, 2)
     assert sum(len(b) for b in blocks) == 100
 
@@ -86,7 +88,7 @@ def test_wav_chunks_within_the_bound_are_skipped():
     (wav_header(rate=1), r"the WAV header's rate must be 8000 to 384000 Hz .* got 1$"),
     (wav_header(channels=0), "the WAV header's channels must be a whole number from 1 to 64, got 0$"),
     (wav_header(bits=24), "only 16-bit integer or 32-bit float WAV streams are read, got format 1 with 24 bits$"),
-])
+], ids=["rate-0", "rate-1", "channels-0", "24-bit"])
 def test_a_wav_header_says_what_is_wrong(header, match):
     with pytest.raises(KwmlpError, match="^standard input: " + match):
         open_pcm(io.BytesIO(header), PcmFormat("s16le", 16000, 1))
