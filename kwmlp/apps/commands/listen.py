@@ -65,7 +65,8 @@ def add_parser(sub):
     p.add_argument("--device", help="microphone: a device number or name (see --list-devices)")
     p.add_argument("--list-devices", action="store_true", help="list the audio devices and exit")
     add_detector_options(p)
-    p.add_argument("--realtime", action="store_true", help="a file: feed it in real time, as a microphone would (for demos)")
+    p.add_argument("--realtime", action="store_true",
+                   help="a file: feed it in real time, as a microphone would (for demos)")
     p.add_argument("--json", action="store_true", help="one JSON object per detection and line")
     p.set_defaults(run=run)
     return p
