@@ -130,11 +130,30 @@ def is_clip_list(audio) -> bool:
 INT16_SCALE = 1.0 / 32768  # int16 PCM -> [-1, 1): the one place integer samples are scaled
 
 
-def as_pcm(block, channels: int = 1, what: str = "pcm") -> np.ndarray:
-    """One block of live PCM -> float32 ``(n,)`` mono (channels averaged); ``n`` may be 0.
+# Live PCM comes from audio devices and recorders: these are their rates. Anything else is a
+# mistake, and an expensive one (1 Hz would be upsampled 16000-fold).
+PCM_RATES = (8000, 384000)  # Hz
+MAX_PCM_CHANNELS = 64
+
+
+def check_pcm_layout(rate, channels, whose: str = "") -> None:
+    """The one check of a live stream's ``rate`` (Hz) and ``channels``; ``whose`` names them in
+    the message (``"raw PCM's "``)."""
+    low, high = PCM_RATES
+    if not low <= rate <= high:  # also NaN
+        raise KwmlpError(f"{whose}rate must be {low} to {high} Hz (the rates of audio devices), got {rate}")
+    if not isinstance(channels, (int, np.integer)) or not 1 <= channels <= MAX_PCM_CHANNELS:
+        raise KwmlpError(f"{whose}channels must be a whole number from 1 to {MAX_PCM_CHANNELS}, got {channels}")
+
+
+def as_pcm(block, channels: int = 1, what: str = "pcm") -> tuple[np.ndarray, np.ndarray]:
+    """One block of live PCM -> float32 ``(n,)`` mono (channels averaged; ``n`` may be 0), and the
+    indices of the frames in it where a sample that cannot be audio was replaced by 0.
 
     ``block``: float32 in [-1, 1] or int16 samples, ``(n,)`` interleaved over ``channels`` or
-    ``(n, channels)``. Floating blocks get the checks of :func:`as_audio_batch`.
+    ``(n, channels)``; other dtypes and shapes are refused. A live stream does not end for one bad
+    sample: NaN, Inf and magnitudes above :data:`MAX_ABS_SAMPLE`, which :func:`as_audio_batch`
+    refuses, become 0 here, and the caller says so.
     """
     x = block if isinstance(block, np.ndarray) else np.asarray(block)
     if x.dtype == np.int16:
@@ -144,7 +163,11 @@ def as_pcm(block, channels: int = 1, what: str = "pcm") -> np.ndarray:
     if x.ndim == 2 and x.shape[1] != channels or x.ndim not in (1, 2) or x.size % channels:
         raise KwmlpError(f"{what} must have shape (samples,) or (samples, {channels}) for {channels} channel(s), "
                          f"got shape {x.shape}")
-    if x.size == 0:
-        return np.zeros(0, np.float32)
-    x, _ = as_audio_batch(x.reshape(-1), what)
-    return x[0] if channels == 1 else x[0].reshape(-1, channels).mean(axis=1, dtype=np.float32)
+    frames = np.ascontiguousarray(_checked_dtype(x, what), np.float32).reshape(-1, channels)
+    bad = np.zeros(0, np.intp)
+    if frames.size and not np.max(np.abs(frames)) <= MAX_ABS_SAMPLE:  # NaN compares False
+        ok = np.abs(frames) <= MAX_ABS_SAMPLE
+        bad = np.flatnonzero(~ok.all(axis=1))
+        frames = np.where(ok, frames, np.float32(0))
+    mono = frames[:, 0] if channels == 1 else frames.mean(axis=1, dtype=np.float32)
+    return mono, bad

@@ -22,6 +22,9 @@ from kwmlp.errors import KwmlpError
 from kwmlp.runtime.inputs import as_clip, as_clips
 
 MODES = ("multi", "max", "n_voting")
+# The head is trained on one second and hears the first second of a longer window; a longer window
+# only delays the decision, and its buffer is allocated whole (1e7 s asked for 596 GiB).
+MAX_WINDOW_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,9 @@ def check_options(window: float, hop: float, threshold: float, mode: str) -> tup
     win, step = round(window * SAMPLE_RATE), round(hop * SAMPLE_RATE)
     if win < 1 or step < 1:
         raise KwmlpError(f"window and hop must be positive (at least one sample), got {window} s and {hop} s")
+    if window > MAX_WINDOW_SECONDS:
+        raise KwmlpError(f"window must be at most {MAX_WINDOW_SECONDS:g} s (the keyword head hears the first second "
+                         f"of each window), got {window} s")
     return win, step
 
 

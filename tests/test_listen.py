@@ -1,7 +1,10 @@
 """`kwmlp listen`: --raw equals `kwmlp spot --mode multi`; standard input as raw PCM or WAV; the
 microphone path with an injected sounddevice; Ctrl-C and a missing extra."""
 
+import argparse
+import io
 import json
+import shutil
 import subprocess
 import sys
 import threading
@@ -160,3 +163,98 @@ def test_bad_options_are_one_line(exported, speech, args, match, tmp_path, capsy
     sf.write(path, speech[:16000], 16000)
     assert main(["listen", exported(), str(path), *args]) == 1
     assert match in capsys.readouterr().err
+
+
+class NoStandardInput:
+    """Standard input that fails the test when read: what must be said is said before any audio."""
+
+    @property
+    def buffer(self):
+        raise AssertionError("standard input was read")
+
+    def fileno(self):
+        raise AssertionError("standard input was read")
+
+
+@pytest.mark.parametrize("command", ["listen", "wyoming"])
+@pytest.mark.parametrize("args,match", [
+    (["--keywords", ","], "--keywords ',' names no keyword: give some, e.g. --keywords yes,no,stop, or leave it out "
+                          "for all 35"),  # was: listen never fired, wyoming took all 35
+    (["--refractory", "inf"], "refractory must be a finite number of seconds, at least 0, got inf"),
+    (["--refractory", "nan"], "refractory must be a finite number of seconds, at least 0, got nan"),
+    (["--window", "1e7"], "window must be at most 10 s (the keyword head hears the first second of each window), "
+                          "got 10000000.0 s"),
+    (["--smooth", "1000000000"], "smooth must be a whole number of windows from 1 to 1000, got 1000000000"),
+], ids=["no-keyword", "refractory-inf", "refractory-nan", "window-1e7", "smooth-1e9"])
+def test_detector_options_are_refused_in_one_sentence_before_any_audio(exported, command, args, match, monkeypatch,
+                                                                        capsys):
+    if command == "wyoming":
+        pytest.importorskip("wyoming")
+    monkeypatch.setattr(sys, "stdin", NoStandardInput())
+    source = ["-"] if command == "listen" else ["--uri", "stdio://"]
+    assert main([command, exported(), *source, *args]) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == f"kwmlp {command}: error: {match}"
+
+
+@pytest.mark.parametrize("source", [["-"], []], ids=["stdin", "microphone"])
+def test_rate_is_refused_before_any_audio(exported, source, microphone, monkeypatch, capsys):
+    """--rate 1 was accepted: 16000-fold upsampling, 1.16 GB, and Ctrl-C took 11 s."""
+    monkeypatch.setattr(sys, "stdin", NoStandardInput())
+    assert main(["listen", exported(), *source, "--rate", "1"]) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "kwmlp listen: error: rate must be 8000 to 384000 Hz (the rates of audio devices), got 1")
+    assert microphone.opened == []
+
+
+@pytest.mark.parametrize("keywords", [None, b"garbage"])
+def test_a_missing_or_broken_keyword_graph_is_said_before_listening(exported, tmp_path, keywords, monkeypatch,
+                                                                     capsys):
+    """On silent standard input `kwmlp listen` ran no window, so it exited 0 without a word."""
+    model = tmp_path / "kwmlp.onnx"
+    shutil.copy(exported(), model)
+    if keywords is not None:
+        (tmp_path / "kwmlp.keywords.onnx").write_bytes(keywords)
+    monkeypatch.setattr(sys, "stdin", NoStandardInput())
+    assert main(["listen", str(model), "-"]) == 1
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.startswith("kwmlp listen: error: ") and "kwmlp.keywords.onnx" in err
+    assert ("is missing" if keywords is None else "could not be loaded as an ONNX model") in err
+
+
+def test_options_on_either_side_of_the_source(exported, speech, tmp_path, monkeypatch, capsys):
+    """`kwmlp listen MODEL --json FILE` was "unrecognized arguments: FILE" with the top-level usage."""
+    path = tmp_path / "a.wav"
+    sf.write(path, speech[: 16000 * 2], 16000, subtype="FLOAT")
+    options = ["--raw", "--threshold", "0.5", "--keywords", "yes,no"]
+    assert main(["listen", exported(), str(path), "--json", *options]) == 0
+    want = json_lines(capsys.readouterr().out)
+    assert [r["label"] for r in want][:1] == ["yes"]
+    assert main(["listen", exported(), "--json", *options, str(path)]) == 0
+    assert json_lines(capsys.readouterr().out) == want
+    assert main(["listen", exported(), "--realtime", "--json", *options, str(path)]) == 0
+    assert json_lines(capsys.readouterr().out) == want
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(path.read_bytes())))
+    assert main(["listen", exported(), "--json", *options, "-"]) == 0
+    assert json_lines(capsys.readouterr().out) == want
+
+
+def test_a_bad_sample_on_standard_input_is_zeroed_and_said_once(exported, speech, monkeypatch, capsys, caplog):
+    """One Inf in `listen - --format f32le` ended the run and gave its index inside a read block."""
+    x = speech[: 16000 * 2].copy()
+    x[20000], x[20001], x[30000] = np.inf, np.nan, np.inf
+    clean = x.copy()
+    clean[[20000, 20001, 30000]] = 0.0
+    outputs = []
+    for audio in (x, clean):
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(audio.astype("<f4").tobytes())))
+        assert main(["listen", exported(), "-", "--format", "f32le", "--raw", "--json", "--threshold", "0.5"]) == 0
+        outputs.append(json_lines(capsys.readouterr().out))
+    assert outputs[0] == outputs[1] and outputs[0]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["live audio: the stream has a NaN, Inf or a sample beyond 1e+15 in magnitude at frame 20000 "
+                        "(1.250 s at 16000 Hz); it and any later ones are replaced by 0 (said once per stream)"]
+
+
+def test_realtime_says_real_time():
+    help_text = listen.add_parser(argparse.ArgumentParser().add_subparsers()).format_help()
+    assert "feed it in real time" in " ".join(help_text.split()) and "speed of sound" not in help_text

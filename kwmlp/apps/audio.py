@@ -250,12 +250,12 @@ def open_pcm_stream(source: BinaryIO, pcm: PcmFormat, name: str = "stdin") -> It
 
 @contextlib.contextmanager
 def _stream_file(path: str):
-    """A binary file object over standard input or a FIFO (not closed when it is stdin)."""
-    if path == STDIN:
-        yield sys.stdin.buffer
-    else:
-        with open(path, "rb", buffering=0) as f:
-            yield f
+    """An unbuffered binary file over standard input (its descriptor left open) or a FIFO: each
+    read is one read(2), so a thread blocked in one holds no lock that the interpreter needs at
+    exit (``sys.stdin.buffer`` would: "Fatal Python error: _enter_buffered_busy")."""
+    fd = sys.stdin.fileno() if path == STDIN else None
+    with open(path if fd is None else fd, "rb", buffering=0, closefd=fd is None) as f:
+        yield f
 
 
 def _read_stream(path: str, block_seconds: float, pcm: PcmFormat | None) -> Iterator[np.ndarray]:
@@ -299,14 +299,20 @@ def _sound_stream(f: BinaryIO, name: str):
 
 
 def _relay(head: bytes, f: BinaryIO) -> int:
-    """A pipe's read end that yields ``head`` and then the rest of ``f``, copied by a thread."""
+    """A pipe's read end that yields ``head`` and then the rest of ``f`` (unbuffered, as
+    :func:`_stream_file` opens it), copied by a daemon thread. The thread passes on each read as it
+    arrives and takes no lock: it may still be blocked in a read when the process exits."""
     read_end, write_end = os.pipe()
 
     def copy():
-        with contextlib.suppress(OSError), open(write_end, "wb") as out:  # OSError: the reader stopped
-            out.write(head)
-            while chunk := f.read(1 << 16):
-                out.write(chunk)
+        # OSError: the reader stopped; ValueError: the read is over and its file closed
+        with contextlib.suppress(OSError, ValueError), open(write_end, "wb", buffering=0) as out:
+            chunk = head
+            while chunk:
+                view = memoryview(chunk)
+                while view:
+                    view = view[out.write(view) :]
+                chunk = f.read(1 << 16)
 
     threading.Thread(target=copy, name="kwmlp-stdin", daemon=True).start()
     return read_end

@@ -29,11 +29,28 @@ class Terminated(BaseException):
     """SIGTERM, raised in the main thread so that ``finally`` blocks (temporary files) run."""
 
 
+class _CommandParser(argparse.ArgumentParser):
+    """A command's parser: its options go on either side of its positional arguments. Plain argparse
+    fills an optional positional with nothing when an option follows the one before it, and
+    `kwmlp listen MODEL --json FILE` failed with "unrecognized arguments: FILE"."""
+
+    _inner = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._inner:  # parse_known_intermixed_args parses twice through this method
+            return super().parse_known_args(args, namespace)
+        self._inner = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inner = False
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kwmlp", description="KW-MLP audio embeddings: export, build, run.")
     parser.add_argument("--version", action="version", version=f"kwmlp-rt {kwmlp.__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_CommandParser)
     for name in COMMANDS:
         importlib.import_module(f"kwmlp.apps.commands.{name.replace('-', '_')}").add_parser(sub)
     return parser

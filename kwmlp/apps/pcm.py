@@ -14,12 +14,15 @@ from typing import BinaryIO, Iterator
 import numpy as np
 
 from kwmlp.errors import KwmlpError
-from kwmlp.runtime.inputs import INT16_SCALE
+from kwmlp.runtime.inputs import INT16_SCALE, check_pcm_layout
 
 FORMATS = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}  # what LiveSpotter takes as it is
 SCALES = {"s16le": 1 / INT16_SCALE, "f32le": 1.0}  # what divides each format's samples into [-1, 1]
 _WAV_TAGS = {(1, 16): "s16le", (3, 32): "f32le"}  # (format tag, bits) -> format
 _EXTENSIBLE = 0xFFFE
+# The chunks before the samples (fmt, LIST, fact, bext, JUNK, ...) take a few KiB in practice; a
+# size field beyond this is not believed (0xFFFFFFF0 once read a whole pipe into memory first).
+MAX_WAV_HEADER = 1 << 20  # bytes
 
 
 @dataclass(frozen=True)
@@ -38,9 +41,7 @@ class PcmFormat:
     def check(self) -> None:
         if self.sample_format not in FORMATS:
             raise KwmlpError(f"raw PCM format must be one of {', '.join(FORMATS)}, got {self.sample_format!r}")
-        if not 1 <= self.rate <= 1_000_000 or not 1 <= self.channels <= 64:
-            raise KwmlpError(f"raw PCM needs a rate in [1, 1000000] Hz and 1 to 64 channels, got {self.rate} Hz "
-                             f"and {self.channels}")
+        check_pcm_layout(self.rate, self.channels, "raw PCM's ")
 
 
 class _Reader:
@@ -58,21 +59,22 @@ class _Reader:
         return read1(n) if read1 is not None else self._stream.read(n)
 
     def read_exactly(self, n: int) -> bytes:
-        out = b""
+        out = bytearray()
         while len(out) < n and (more := self.read_some(n - len(out))):
             out += more
-        return out
+        return bytes(out)
 
     def unread(self, data: bytes) -> None:
         self._head = data + self._head
 
 
 def _wav_header(reader: _Reader, what: str) -> PcmFormat:
-    """Reads a WAV header up to its ``data`` chunk; the reader is left at the first sample."""
+    """Reads a WAV header up to its ``data`` chunk, at most :data:`MAX_WAV_HEADER` bytes; the reader
+    is left at the first sample."""
     riff = reader.read_exactly(12)
     if len(riff) < 12 or riff[8:12] != b"WAVE":
         raise KwmlpError(f"{what} starts with RIFF but is not a WAV stream")
-    fmt = None
+    fmt, read = None, len(riff)
     while True:
         head = reader.read_exactly(8)
         if len(head) < 8:
@@ -80,20 +82,30 @@ def _wav_header(reader: _Reader, what: str) -> PcmFormat:
         chunk, size = head[:4], struct.unpack("<I", head[4:])[0]
         if chunk == b"data":
             break
+        read += len(head) + size + (size & 1)
+        if read > MAX_WAV_HEADER:
+            raise KwmlpError(f"{what}: the WAV header's {chunk.decode('latin-1')!r} chunk claims {size} bytes, more "
+                             f"than the {MAX_WAV_HEADER} bytes a header may take before the samples")
         body = reader.read_exactly(size + (size & 1))
         if chunk == b"fmt ":
-            if len(body) < 16:
-                raise KwmlpError(f"{what}: the WAV header's fmt chunk is too short")
-            tag, channels, rate, _, _, bits = struct.unpack("<HHIIHH", body[:16])
-            if tag == _EXTENSIBLE and len(body) >= 26:
-                tag = struct.unpack("<H", body[24:26])[0]  # the sub-format GUID starts with the real tag
-            if (tag, bits) not in _WAV_TAGS or channels < 1 or rate < 1:
-                raise KwmlpError(f"{what}: only 16-bit integer or 32-bit float WAV streams are read, "
-                                 f"got format {tag} with {bits} bits")
-            fmt = PcmFormat(_WAV_TAGS[tag, bits], rate, channels)
+            fmt = _wav_format(body, what)
     if fmt is None:
         raise KwmlpError(f"{what}: the WAV header has no fmt chunk before its data")
     return fmt
+
+
+def _wav_format(body: bytes, what: str) -> PcmFormat:
+    """The format a WAV ``fmt`` chunk's body describes, checked."""
+    if len(body) < 16:
+        raise KwmlpError(f"{what}: the WAV header's fmt chunk is too short")
+    tag, channels, rate, _, _, bits = struct.unpack("<HHIIHH", body[:16])
+    if tag == _EXTENSIBLE and len(body) >= 26:
+        tag = struct.unpack("<H", body[24:26])[0]  # the sub-format GUID starts with the real tag
+    if (tag, bits) not in _WAV_TAGS:
+        raise KwmlpError(f"{what}: only 16-bit integer or 32-bit float WAV streams are read, "
+                         f"got format {tag} with {bits} bits")
+    check_pcm_layout(rate, channels, f"{what}: the WAV header's ")
+    return PcmFormat(_WAV_TAGS[tag, bits], rate, channels)
 
 
 def open_pcm(stream: BinaryIO, given: PcmFormat, what: str = "standard input") -> tuple[PcmFormat, Iterator[np.ndarray]]:

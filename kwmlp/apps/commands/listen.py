@@ -34,12 +34,18 @@ def add_detector_options(p) -> None:
 
 
 def detector_options(args) -> dict:
-    """LiveSpotter's keyword arguments from the parsed detector options."""
+    """LiveSpotter's keyword arguments from the parsed detector options (LiveSpotter checks them)."""
+    from kwmlp.errors import KwmlpError
     from kwmlp.runtime.live import DEFAULTS
 
     options = {k: getattr(args, k) for k in DEFAULTS}
     options.update(RAW if args.raw else {})
-    options["keywords"] = [k.strip() for k in args.keywords.split(",") if k.strip()] if args.keywords else None
+    options["keywords"] = None
+    if args.keywords is not None:
+        options["keywords"] = [k.strip() for k in args.keywords.split(",") if k.strip()]
+        if not options["keywords"]:
+            raise KwmlpError(f"--keywords {args.keywords!r} names no keyword: give some, e.g. --keywords yes,no,stop, "
+                             "or leave it out for all 35")
     return options
 
 
@@ -59,7 +65,8 @@ def add_parser(sub):
     p.add_argument("--device", help="microphone: a device number or name (see --list-devices)")
     p.add_argument("--list-devices", action="store_true", help="list the audio devices and exit")
     add_detector_options(p)
-    p.add_argument("--realtime", action="store_true", help="a file: feed it at the speed of sound (for demos)")
+    p.add_argument("--realtime", action="store_true",
+                   help="a file: feed it in real time, as a microphone would (for demos)")
     p.add_argument("--json", action="store_true", help="one JSON object per detection and line")
     p.set_defaults(run=run)
     return p
@@ -91,6 +98,7 @@ def _printer(as_json: bool):
 
 def run(args) -> int:
     from kwmlp.apps.pcm import PcmFormat, open_pcm
+    from kwmlp.dims import SAMPLE_RATE
     from kwmlp.runtime import Embedder, LiveSpotter
 
     if args.list_devices:
@@ -98,18 +106,22 @@ def run(args) -> int:
         return 0
     options = detector_options(args)
     show = _printer(args.json)
-    # the model (and --threads) first: a mistake there is said before standard input is waited on
+    # everything that can be wrong is said before any audio is waited on: the model (and --threads),
+    # its keyword graph, the detector's options, the stream's format
     embedder = Embedder(args.model, threads=args.threads, live=True)
-    if args.source == "-":
+    embedder.load_keywords()
+    if args.source in ("-", None):
         given = PcmFormat(args.format, args.rate, args.channels)
-        given.check()
-        fmt, blocks = open_pcm(sys.stdin.buffer, given)
-        fmt.check()
-    elif args.source is None:
-        fmt, blocks = PcmFormat("f32le", args.rate, args.channels), None
     else:
-        fmt, blocks = PcmFormat("f32le", 16000, 1), _file_blocks(args.source, args.realtime)
-    spotter = LiveSpotter(embedder, rate=fmt.rate, channels=fmt.channels, **options)
+        given = PcmFormat("f32le", SAMPLE_RATE, 1)  # what _file_blocks yields
+    spotter = LiveSpotter(embedder, rate=given.rate, channels=given.channels, **options)
+    fmt, blocks = given, None
+    if args.source == "-":
+        fmt, blocks = open_pcm(sys.stdin.buffer, given)
+        if fmt != given:  # a WAV header said otherwise
+            spotter = LiveSpotter(embedder, rate=fmt.rate, channels=fmt.channels, **options)
+    elif args.source is not None:
+        blocks = _file_blocks(args.source, args.realtime)
     try:
         for block in (blocks if blocks is not None else _microphone(args, fmt)):
             for d in spotter.feed(block):
