@@ -24,8 +24,8 @@ import numpy as np
 
 from kwmlp.artifact import KEYWORD_INPUT, KEYWORD_OUTPUTS
 from kwmlp.dims import CHUNK_SAMPLES, HOP_LENGTH, PAD_BEFORE, num_chunks
+from kwmlp.frames import frame_times
 from kwmlp.runtime import scene as scenes
-from kwmlp.runtime.blocks import frame_times
 from kwmlp.runtime.result import EmbeddingResult
 from kwmlp.runtime.runner import Runner
 
