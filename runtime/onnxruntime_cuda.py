@@ -23,7 +23,10 @@ import os
 
 import numpy as np
 
-from kwmlp.artifact import EMBEDDING_DIMS, EMBEDDING_INPUT, IO_OF_LAYOUT, KEYWORD_DIMS, ModelInfo, import_onnxruntime, io_shapes
+from kwmlp.artifact import (
+    EMBEDDING_DIMS, EMBEDDING_INPUT, IO_OF_LAYOUT, KEYWORD_DIMS, ModelInfo, import_onnxruntime, io_shapes,
+    session_log_severity,
+)
 from kwmlp.errors import KwmlpError, first_line
 from kwmlp.runtime import onnxruntime_backend as ortb
 from kwmlp.runtime.device_graph import Executor, GraphReport, ShapeCache, ShapedRun, TensorSpec, run_in_lanes
@@ -42,7 +45,7 @@ def session_options(ort, input_name: str, shape: tuple[int, ...], threads: int |
     """Session options that fix the graph's free dimensions to ``shape``."""
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
+    opts.log_severity_level = session_log_severity()  # a refused CUDA graph is no error of the user's
     opts.intra_op_num_threads = threads or 1  # only shape nodes may run on the CPU
     names = EMBEDDING_DIMS if input_name == EMBEDDING_INPUT else KEYWORD_DIMS
     for name, size in zip(names, shape):

@@ -93,3 +93,12 @@ def test_our_sessions_log_their_warnings_under_debug_only():
         assert session_log_severity() == 2
     finally:
         log.setLevel(before)
+
+
+def test_the_cuda_sessions_at_fixed_shapes_log_like_the_others():
+    """ONNX Runtime's CUDA sessions at one shape (opened again without CUDA graphs where ONNX Runtime
+    refuses them): the refusal is handled, so ONNX Runtime's own error line would only be noise."""
+    ort = pytest.importorskip("onnxruntime")
+    cuda = pytest.importorskip("kwmlp.runtime.onnxruntime_cuda")
+
+    assert cuda.session_options(ort, "audio", (1, 16000), 1).log_severity_level == 4
