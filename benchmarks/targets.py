@@ -55,11 +55,14 @@ class Runner:
 
 
 def graph_note(report, calls: int, what: str = "CUDA graph") -> str:
-    """A row's CUDA-graph line from a report with ``captured``, ``replays`` and ``refused``
-    ({shape: why}), as ``Embedder.graph_report()`` gives it; None: the runner has no device graphs."""
+    """A row's CUDA-graph line from a report with ``captured``, ``replays``, ``plain_runs`` and
+    ``refused`` ({shape: why}), as ``Embedder.graph_report()`` gives it (None: the runner has no
+    device graphs). Replays and plain runs are counted per graph launch: a call that runs in pieces
+    has several."""
     if report is None:
         return "no CUDA graph (this runner has none)"
-    note = f"{what}: {report.captured} captured, replayed {report.replays} of {calls} calls"
+    note = (f"{what}: {report.captured} captured; {report.replays} replays, {report.plain_runs} plain runs "
+            f"in {calls} calls")
     if report.refused:
         note += "; refused: " + "; ".join(f"{shape}: {why}" for shape, why in report.refused.items())
     return note
@@ -244,19 +247,21 @@ def _torch_cuda_graph(checkpoint: str, half_blocks: bool, device: str = "cuda", 
         return ts.numpy(), scene.numpy()
 
     def note(calls: int) -> str:
-        report = SimpleNamespace(captured=len(captured), replays=replays, refused={})
+        report = SimpleNamespace(captured=len(captured), replays=replays, plain_runs=0, refused={})
         return graph_note(report, calls, "CUDA graph of the whole forward")
 
     return Runner(run, note)
 
 
-def _embedder(path: str, backend: str, threads: int, block_seconds: int | None, cuda_graph: bool = False,
+def _embedder(path: str, backend: str, threads: int, block_seconds: int | None, cuda_graph: bool | None = None,
               report_graph: bool = False) -> Runner:
-    """A runtime row through ``Embedder``; ``report_graph``: its note says whether it replayed CUDA
-    graphs (``Embedder.graph_report()`` where this kwmlp-rt has it)."""
+    """A runtime row through ``Embedder``, with its default ``cuda_graph`` unless told (what a user
+    gets); ``report_graph``: its note says whether it replayed CUDA graphs (``Embedder.graph_report()``
+    where this kwmlp-rt has it)."""
     from kwmlp.runtime import Embedder
 
-    emb = Embedder(path, backend=backend, threads=threads, block_seconds=block_seconds, cuda_graph=cuda_graph)
+    graphs = {} if cuda_graph is None else {"cuda_graph": cuda_graph}
+    emb = Embedder(path, backend=backend, threads=threads, block_seconds=block_seconds, **graphs)
 
     def run(audio):
         r = emb.embed(audio)
