@@ -5,11 +5,11 @@
 - ``torch``: PyTorch numerics on a device (``--device cuda``; ``cpu`` runs the same code here):
   the reference with TF32 on and off against the CPU fp32 reference (max abs error), and the
   KW-MLP blocks in fp16 (front end fp32): embedding cosines and keyword agreement on the keyword clips.
-- ``memcpy MODEL...``: for each ONNX model, the session the runtime opens for ``--backend``
-  (``onnxruntime-cuda``; ``onnxruntime-cpu`` runs the same code here): ONNX Runtime's copy nodes
-  between host and device (``MemcpyToHost``/``MemcpyFromHost``, counted in the model the session
-  saves after optimizing; a graph with any cannot be replayed as one CUDA graph) and its nodes per
-  provider.
+- ``memcpy MODEL...``: for each ONNX model, the sessions the runtime opens for ``--backend``
+  (``onnxruntime-cuda``; ``onnxruntime-cpu`` runs the same code here), at any shape and at one
+  second: ONNX Runtime's copy nodes between host and device (``MemcpyToHost``/``MemcpyFromHost``,
+  counted in the model the session saves after optimizing; ONNX Runtime refuses to replay a graph
+  with any as one CUDA graph) and its nodes per provider.
 
 Each step writes one JSON file; a failure is written there too, and the exit code says it.
 """
@@ -126,26 +126,41 @@ def count_nodes(model_path: str) -> dict[str, int]:
     return {"saved_nodes": len(ops), **{op: ops.count(op) for op in MEMCPY_OPS}}
 
 
-def _session_memcpy(ort, path: str, backend: str) -> dict:
-    """The session the runtime opens for ``backend`` over ``path`` (its providers and options, its
-    optimization level), saved once optimized, and its copy nodes counted there. ``saved_nodes``:
-    the nodes of the saved model; ``nodes_per_provider``: as the session assigned them, before its
-    later fusions (so the two totals differ)."""
-    import onnx
+def _opened_and_saved(ort, path: str, opts, providers: list) -> dict:
+    """A session over ``path`` with ``opts``, saved once optimized: its providers, its copy nodes
+    counted in the saved model (``saved_nodes`` its nodes), and ``nodes_per_provider`` as the session
+    assigned them, before its later fusions (so the two totals differ)."""
+    from kwmlp.artifact import open_onnx
+    from kwmlp.runtime.onnxruntime_backend import node_counts
 
-    from kwmlp.artifact import open_onnx, require_file
-    from kwmlp.runtime.onnxruntime_backend import node_counts, providers_for
-
-    graph_input = onnx.load(require_file(path), load_external_data=False).graph.input[0].name
     with tempfile.TemporaryDirectory() as tmp:
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # OrtRunner's
         opts.optimized_model_filepath = os.path.join(tmp, "optimized.onnx")
         opts.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
-        session = open_onnx(path, opts, providers_for(backend, graph_input))
+        session = open_onnx(path, opts, providers)
         counts = count_nodes(opts.optimized_model_filepath)
-    return {"input": graph_input, "providers": session.get_providers(), "memcpy": sum(counts[op] for op in MEMCPY_OPS),
-            **counts, "nodes_per_provider": node_counts(session)}
+    return {"providers": session.get_providers(), "memcpy": sum(counts[op] for op in MEMCPY_OPS), **counts,
+            "nodes_per_provider": node_counts(session)}
+
+
+def _session_memcpy(ort, path: str, backend: str) -> dict:
+    """The sessions the runtime opens over ``path`` for ``backend``, with its providers and options:
+    ``any shape`` as :class:`~kwmlp.runtime.onnxruntime_backend.OrtRunner` opens it, and
+    ``at 1x16000`` as the CUDA path opens a shape it meets repeatedly (free dimensions fixed, the
+    session it would replay as a CUDA graph)."""
+    import onnx
+
+    from kwmlp.artifact import require_file
+    from kwmlp.dims import CHUNK_SAMPLES
+    from kwmlp.runtime.onnxruntime_backend import providers_for
+    from kwmlp.runtime.onnxruntime_cuda import session_options
+
+    graph_input = onnx.load(require_file(path), load_external_data=False).graph.input[0].name
+    providers = providers_for(backend, graph_input)
+    any_shape = ort.SessionOptions()
+    any_shape.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # OrtRunner's
+    one_second = session_options(ort, graph_input, (1, CHUNK_SAMPLES), None)
+    return {"input": graph_input, "any shape": _opened_and_saved(ort, path, any_shape, providers),
+            f"at 1x{CHUNK_SAMPLES}": _opened_and_saved(ort, path, one_second, providers)}
 
 
 def memcpy_counts(models: list[str], backend: str = "onnxruntime-cuda") -> dict:
