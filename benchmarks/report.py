@@ -43,6 +43,9 @@ def markdown(results: dict) -> str:
         lines.append(f"| {r['backend']} | {r['precision']} | {_label(r)} | {r['throughput_x_realtime']:.1f} | {speed} "
                      f"| {q['p50']:.2f} | {q['p90']:.2f} | {q['p99']:.2f} | {lat} | {r['peak_rss_mb']:.0f} "
                      f"| {_fmt_mb(r.get('device_memory_mb'))} | {_fmt_err(r['max_abs_err'])} | {r['repeats']} |")
+    notes = [f"- {r['backend']} {_label(r)}: {r['note']}" for r in results["results"] if r.get("note")]
+    if notes:
+        lines += ["", "notes:", *notes]
     for s in results.get("skipped", []):
         lines.append(f"\nskipped {s['backend']}: {s['reason']}")
     for f in results.get("failed", []):

@@ -111,7 +111,7 @@ def _row(backend: str, w: Workload, m: dict, precision: str) -> dict:
         "batch": w.batch, "seconds": w.seconds,
         "throughput_x_realtime": w.audio_seconds / (float(np.median(lat)) / 1e3),
         "latency_ms": {f"p{q}": float(np.percentile(lat, q)) for q in (50, 90, 99)},
-        "peak_rss_mb": m["peak_rss_mb"], "max_abs_err": m["max_abs_err"], "repeats": len(lat),
+        "peak_rss_mb": m["peak_rss_mb"], "max_abs_err": m["max_abs_err"], "repeats": len(lat), "note": m.get("note"),
     }
 
 
@@ -125,9 +125,11 @@ def _merge(runs: list[dict]) -> dict:
     errors = [m["max_abs_err"] for m in runs]
     bad = [e for e in errors if isinstance(e, str)]
     device = [m["device_memory_mb"] for m in runs if m.get("device_memory_mb") is not None]
+    notes = list(dict.fromkeys(m["note"] for m in runs if m.get("note")))  # one per round, where they differ
     return {"latencies_s": [t for m in runs for t in m["latencies_s"]],
             "peak_rss_mb": max(m["peak_rss_mb"] for m in runs), "device_memory_mb": max(device, default=None),
-            "max_abs_err": bad[0] if bad else (None if None in errors else max(errors))}
+            "max_abs_err": bad[0] if bad else (None if None in errors else max(errors)),
+            "note": " / ".join(notes) or None}
 
 
 def _run_grid(settings: Settings, paths: targets.Paths, precision: dict[str, str], runnable: list[str], workloads,

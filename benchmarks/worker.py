@@ -1,8 +1,9 @@
 """One backend on one workload, in its own process: ``python -m kwmlp.benchmarks.worker SPEC_JSON``.
 
 Warms up, times ``repeats`` calls (at least ``min_seconds`` of them), and prints one JSON line:
-latencies, peak RSS of this process, device memory on a GPU, and the max abs error against the reference outputs
-(``reference`` npz; the reference backend writes it instead).
+latencies, peak RSS of this process, device memory on a GPU, the max abs error against the reference outputs
+(``reference`` npz; the reference backend writes it instead), and the row's note (e.g. whether it
+replayed CUDA graphs) or null.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def _streamed(spec: dict, w: Workload):
         r = s.finish()
         return r.timestamp_embeddings[None], r.scene_embeddings[None]
 
-    return run
+    return targets.Runner(run)
 
 
 def measure(spec: dict) -> dict:
@@ -82,7 +83,8 @@ def measure(spec: dict) -> dict:
     if err is not None and not np.isfinite(err):
         err = "non-finite"  # NaN/Inf outputs: wrong, and JSON has no NaN
     device = _device_memory_mb(spec["backend"], baseline) if on_gpu else None
-    return {"latencies_s": latencies, "peak_rss_mb": peak_rss_mb(), "device_memory_mb": device, "max_abs_err": err}
+    return {"latencies_s": latencies, "peak_rss_mb": peak_rss_mb(), "device_memory_mb": device, "max_abs_err": err,
+            "note": run.note()}
 
 
 def _device_used() -> int | None:

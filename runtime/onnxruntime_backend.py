@@ -48,7 +48,6 @@ class OrtRunner(Runner):
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.intra_op_num_threads = threads or physical_cores()
-        opts.log_severity_level = 3
         providers = providers or ["CPUExecutionProvider"]
         on_gpu = _name(providers[0]) != ORT_BACKENDS["onnxruntime-cpu"]
         if on_gpu:

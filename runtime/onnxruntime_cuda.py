@@ -26,7 +26,7 @@ import numpy as np
 
 from kwmlp.artifact import (
     EMBEDDING_DIMS, EMBEDDING_INPUT, IO_OF_LAYOUT, KEYWORD_DIMS, KEYWORD_INPUT, LAYOUT_EMBEDDINGS, ModelInfo,
-    import_onnxruntime, io_shapes, read_model_info,
+    import_onnxruntime, io_shapes, read_model_info, session_log_severity,
 )
 from kwmlp.artifact.shapes import fixed_shape_files, fixed_shape_path
 from kwmlp.errors import KwmlpError, first_line
@@ -49,7 +49,7 @@ def session_options(ort, input_name: str, shape: tuple[int, ...], threads: int |
     a fixed-shape file)."""
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
+    opts.log_severity_level = session_log_severity()  # a refused CUDA graph is no error of the user's
     opts.intra_op_num_threads = threads or 1  # only shape nodes may run on the CPU
     names = {EMBEDDING_INPUT: EMBEDDING_DIMS, KEYWORD_INPUT: KEYWORD_DIMS}.get(input_name, ())
     for name, size in zip(names, shape):

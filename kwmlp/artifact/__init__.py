@@ -16,6 +16,7 @@ module asks this one; none builds these names or checks these files itself. Pure
 
 from __future__ import annotations
 
+import logging
 import os
 
 from kwmlp.artifact.metadata import LAYOUT_EMBEDDINGS, LAYOUT_KEYWORDS, ModelInfo
@@ -126,22 +127,48 @@ def read_model_info(path: str) -> ModelInfo:
     return ModelInfo.from_props(dict(session.get_modelmeta().custom_metadata_map), path)
 
 
+# ONNX Runtime's log severities: 2 warning, 3 error, 4 fatal
+_ORT_WARNING, _ORT_ERROR, _ORT_FATAL = 2, 3, 4
+
+
+def _ort_debug() -> bool:
+    """Whether ONNX Runtime's own warnings should reach stderr: when kwmlp's logger shows debug
+    messages (``kwmlp --debug``)."""
+    return logging.getLogger("kwmlp").isEnabledFor(logging.DEBUG)
+
+
 def import_onnxruntime():
+    """The ``onnxruntime`` module, its process-wide logger kept to errors (to warnings under
+    ``kwmlp --debug``).
+
+    Provider registration logs through ONNX Runtime's default logger, not a session's: ONNX
+    Runtime 1.30 and 1.31 print "No registered plugin EP device found for 'CUDAExecutionProvider'"
+    on every GPU session, though the CUDA provider then runs. The default logger is shared by the
+    whole process, so its errors stay visible (a GPU library that failed to load says why here).
+    """
     try:
         import onnxruntime
     except ImportError as e:
         raise KwmlpError("onnxruntime is not installed; install it with: pip install onnxruntime") from e
+    onnxruntime.set_default_logger_severity(_ORT_WARNING if _ort_debug() else _ORT_ERROR)
     return onnxruntime
+
+
+def session_log_severity() -> int:
+    """What our own sessions log to stderr: nothing but fatal errors (their warnings under
+    ``kwmlp --debug``). A session that fails raises, and the runtime says so in one sentence that
+    quotes ONNX Runtime's message; ONNX Runtime would otherwise print it first, at length."""
+    return _ORT_WARNING if _ort_debug() else _ORT_FATAL
 
 
 def open_onnx(path: str, options=None, providers: list | None = None):
     """An ONNX Runtime session over ``path`` (CPU and no graph optimisation unless told), or one
-    sentence saying why it does not load."""
+    sentence saying why it does not load. Its log lines: :func:`session_log_severity`."""
     ort = import_onnxruntime()
     if options is None:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        options.log_severity_level = 3
+    options.log_severity_level = session_log_severity()
     try:
         return ort.InferenceSession(require_file(path), sess_options=options,
                                     providers=providers or ["CPUExecutionProvider"])
