@@ -163,7 +163,8 @@ def _run_grid(settings: Settings, paths: targets.Paths, precision: dict[str, str
 
 
 # CPU backends and whose matrix work they do: the bound uses the CPU's sgemm rate
-_CPU_FLOPS = {**dict.fromkeys(targets.TORCH_BACKENDS, "reference"), "onnxruntime-cpu": "export", "openvino": "export"}
+_CPU_FLOPS = {**dict.fromkeys(targets.TORCH_BACKENDS, "reference"),
+              **dict.fromkeys(("onnxruntime-cpu", "onnxruntime-cpu-graph", "openvino"), "export")}
 
 
 def _roofline(settings: Settings, model: str, runnable: list[str]) -> dict:

@@ -22,7 +22,7 @@ from kwmlp.artifact import EMBEDDING_INPUT, EMBEDDING_OUTPUTS
 from kwmlp.errors import install_command
 
 TARGETS = (
-    "pytorch", "torch-compile", "onnxruntime-cpu", "openvino", "openvino-bf16",
+    "pytorch", "torch-compile", "onnxruntime-cpu", "onnxruntime-cpu-graph", "openvino", "openvino-bf16",
     "pytorch-cuda", "pytorch-cuda-fp16", "pytorch-cuda-graph", "pytorch-cuda-graph-fp16",
     "onnxruntime-cuda", "onnxruntime-trt", "tensorrt", "tensorrt-cuda-graph",
 )
@@ -254,14 +254,15 @@ def _torch_cuda_graph(checkpoint: str, half_blocks: bool, device: str = "cuda", 
 
 
 def _embedder(path: str, backend: str, threads: int, block_seconds: int | None, cuda_graph: bool | None = None,
-              report_graph: bool = False) -> Runner:
+              report_graph: bool = False, split_chunks: bool = True) -> Runner:
     """A runtime row through ``Embedder``, with its default ``cuda_graph`` unless told (what a user
     gets); ``report_graph``: its note says whether it replayed CUDA graphs (``Embedder.graph_report()``
     where this kwmlp-rt has it)."""
     from kwmlp.runtime import Embedder
 
     graphs = {} if cuda_graph is None else {"cuda_graph": cuda_graph}
-    emb = Embedder(path, backend=backend, threads=threads, block_seconds=block_seconds, **graphs)
+    emb = Embedder(path, backend=backend, threads=threads, block_seconds=block_seconds, split_chunks=split_chunks,
+                   **graphs)
 
     def run(audio):
         r = emb.embed(audio)
@@ -300,6 +301,8 @@ def load(name: str, paths: Paths, threads: int, block_seconds: int | None = None
         return _torch_cuda(paths.checkpoint, half_blocks=name in HALF_BLOCKS)
     if name in ("onnxruntime-cpu", "openvino", "onnxruntime-cuda", "onnxruntime-trt"):
         return _embedder(paths.model, name, threads, block_seconds, report_graph=name in GPU_BACKENDS)
+    if name == "onnxruntime-cpu-graph":
+        return _embedder(paths.model, "onnxruntime-cpu", threads, block_seconds, split_chunks=False)
     if name == "openvino-bf16":
         return _openvino_bf16(paths.model, threads)
     if name in ENGINE_BACKENDS:

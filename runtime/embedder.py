@@ -73,6 +73,10 @@ class Embedder:
         after one plain run and replayed from then on (:mod:`kwmlp.runtime.device_graph`); calls are
         padded to few shapes so that they repeat (:mod:`kwmlp.runtime.shapes`). Default True;
         False runs every call plainly. :meth:`graph_report` says what replayed.
+    split_chunks : bool
+        ONNX Runtime on a CPU with two threads or more: run whole one-second chunks on separate
+        cores (:mod:`kwmlp.runtime.chunk_parallel`; default True, where the export has its keyword
+        graph and no ``--depth``). False: the embedding graph on ONNX Runtime's own threads.
     output_dtype : str
         ``"float32"`` (default) or ``"float16"``: the dtype of what ``embed``, ``keyword_logits`` and
         ``chunk_embeddings`` return (half the memory and transfer for a next model in fp16; computed
@@ -88,6 +92,7 @@ class Embedder:
     def __init__(
         self, model_path: str, backend: str = "auto", device: str = "auto", threads: int | None = None,
         block_seconds: int | None = None, cuda_graph: bool = True, live: bool = False, output_dtype: str = "float32",
+        split_chunks: bool = True,
     ):
         model_path = os.fspath(model_path)
         if output_dtype not in OUTPUT_DTYPES:
@@ -107,7 +112,7 @@ class Embedder:
         self.backend = self._runner.backend
         self._keywords: Runner | None = None
         self._keywords_lock = threading.Lock()
-        self._parallel = self._chunk_parallel()
+        self._parallel = self._chunk_parallel() if split_chunks else None
 
     def _chunk_parallel(self) -> ChunkParallel | None:
         """Whole chunks over the cores (:mod:`kwmlp.runtime.chunk_parallel`) for ONNX Runtime on a CPU

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 
 def add_parser(sub):
+    from kwmlp.benchmarks import targets
+
     p = sub.add_parser("bench", help="benchmark every available backend against the PyTorch reference",
                        description="Throughput, latency, peak RSS and max abs error against the PyTorch reference, "
                                    "for every available backend on a batch x duration grid, one process per run.")
     p.add_argument("--checkpoint", required=True, help="the original HEAR kwmlp checkpoint, e.g. kwmlp.pth")
     p.add_argument("--output", required=True, help="folder for results.json, results.md and the plots")
     p.add_argument("--backends", default=None,
-                   help="comma-separated subset of pytorch,torch-compile,onnxruntime-cpu,openvino,openvino-bf16,"
-                        "pytorch-cuda,pytorch-cuda-fp16,onnxruntime-cuda,onnxruntime-trt,tensorrt,tensorrt-cuda-graph "
+                   help=f"comma-separated subset of {','.join(targets.TARGETS)} "
                         "(default: all; unavailable ones are skipped with the reason)")
     p.add_argument("--engine", default=None,
                    help="run the tensorrt rows on this engine (default: `kwmlp build` of an fp16 export)")
