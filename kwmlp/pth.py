@@ -70,6 +70,19 @@ def load(path: str | os.PathLike) -> object:
         raise _not_a_checkpoint(path) from e
 
 
+def is_checkpoint(path: str | os.PathLike) -> bool:
+    """Whether ``path`` looks like a file ``torch.save`` wrote (its zip with ``NAME/data.pkl``, or the
+    format before torch 1.6), without reading its pickle: to tell a checkpoint given as a model."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                return any(n.count("/") == 1 and n.endswith("/data.pkl") for n in z.namelist())
+        with open(path, "rb") as f:
+            return f.read(len(_LEGACY_MAGIC)) == _LEGACY_MAGIC
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
 class _Archive:
     """One ``torch.save`` zip: its pickle and its storages, each storage read once."""
 
