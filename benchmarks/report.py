@@ -86,11 +86,22 @@ def _roofline(results: dict, ref: dict) -> list[str]:
     return lines
 
 
-def _pyplot():
+def why_no_plots() -> str | None:
+    """None when the plots can be drawn, else the sentence saying what to install; asked before a
+    run, so that a missing matplotlib is said at the start, not after the benchmark."""
     try:
-        import matplotlib
-    except ImportError as e:
-        raise missing_extra("matplotlib", "bench", "plotting") from e
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return str(missing_extra("matplotlib", "bench", "plotting"))
+    return None
+
+
+def _pyplot():
+    why = why_no_plots()
+    if why:
+        raise KwmlpError(why)
+    import matplotlib
+
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 

@@ -35,6 +35,7 @@ class Settings:
     rounds: int = 1  # sweeps over all backends and workloads, in turn
     engine: str | None = None  # a prebuilt engine for the tensorrt rows instead of building one
     cuda_graph: bool = False  # add the tensorrt-cuda-graph row
+    plots: bool = True  # False: results.json and results.md only (see report.why_no_plots)
 
     @property
     def timing(self) -> dict:
@@ -218,7 +219,7 @@ def _available(settings: Settings) -> tuple[list[dict], list[str]]:
 
 
 def run(settings: Settings) -> dict:
-    """Benchmark and write ``results.json``, ``results.md`` and plots into ``settings.output``."""
+    """Benchmark and write ``results.json``, ``results.md`` and (``settings.plots``) plots into ``settings.output``."""
     os.makedirs(settings.output, exist_ok=True)
     settings = dataclasses.replace(settings, threads=settings.threads or machine.describe()["cores"])
     skipped, runnable = _available(settings)
@@ -247,15 +248,16 @@ def run(settings: Settings) -> dict:
         results["scaling"], failed = rows, failed + more
         results["failed"] = failed
     results["machine"]["load_average_end"] = list(os.getloadavg())
-    _write(settings.output, results, latencies)
+    _write(settings.output, results, latencies, settings.plots)
     if failed:
         raise KwmlpError(f"{len(failed)} benchmark run(s) failed, first: {failed[0]['backend']} "
                          f"{failed[0]['workload']}: {failed[0]['error']}")
     return results
 
 
-def _write(out: str, results: dict, latencies: dict) -> None:
+def _write(out: str, results: dict, latencies: dict, plots: bool) -> None:
     write_bytes_atomic(os.path.join(out, "results.json"), json.dumps(results, indent=2).encode())
     write_bytes_atomic(os.path.join(out, "latencies.json"), json.dumps(latencies).encode())
     write_bytes_atomic(os.path.join(out, "results.md"), report.markdown(results).encode())
-    report.plots(results, latencies, out)
+    if plots:
+        report.plots(results, latencies, out)

@@ -87,7 +87,7 @@ def _no_cuda_device() -> str | None:
 def _unavailable_gpu(name: str, named: bool, cuda_graph: bool) -> str | None:
     if name in TORCH_CUDA:
         if not _has("torch"):
-            return f"torch is not installed ({install_command('export')})"
+            return f"torch is not installed ({install_command('reference')})"
         import torch
 
         return None if torch.cuda.is_available() else "no CUDA device (torch.cuda.is_available() is False)"
@@ -109,7 +109,7 @@ def _unavailable_gpu(name: str, named: bool, cuda_graph: bool) -> str | None:
 def unavailable(name: str, quick: bool = False, named: bool = False, cuda_graph: bool = False) -> str | None:
     """Why backend ``name`` cannot run here, or None when it can. ``named``: asked for explicitly."""
     if name in TORCH_BACKENDS and not _has("torch"):
-        return f"torch is not installed ({install_command('export')})"
+        return f"torch is not installed ({install_command('reference')})"
     if name == "torch-compile":
         if shutil.which("g++") is None and shutil.which("cc") is None:
             return "torch.compile's inductor needs a C++ compiler, none on PATH"

@@ -22,12 +22,13 @@ from kwmlp.artifact import (
     LAYOUT_EMBEDDINGS, LAYOUT_KEYWORDS, ONNX_SUFFIX, ModelInfo, check_fixed_shape, fixed_shape_of_name, fixed_shape_path,
     format_fixed_shape, is_keywords_file, keywords_path_for,
 )
-from kwmlp.dims import ModelDims
-from kwmlp.errors import KwmlpError, missing_extra
+from kwmlp.checkpoint import dims_of, read_state_dict
+from kwmlp.dims import ModelDims, state_shapes
+from kwmlp.errors import KwmlpError
 from kwmlp.export import graph
 from kwmlp.export.builder import fold_constants
 from kwmlp.export.fp16 import convert_to_fp16
-from kwmlp.fileio import write_bytes_atomic
+from kwmlp.fileio import sha256_file, write_bytes_atomic
 
 log = logging.getLogger("kwmlp")
 
@@ -139,19 +140,15 @@ def export_checkpoint(checkpoint: str, out_path: str, options: ExportOptions = E
     and a ``.BxS.onnx`` graph for each of ``options.fixed_shapes``.
 
     Returns the paths written, in that order. Each file is written atomically, the fixed-shape
-    graphs after the other two. Needs torch (to read the checkpoint).
+    graphs after the other two. Needs no torch: the checkpoint is read by :mod:`kwmlp.checkpoint`.
     """
-    try:
-        from kwmlp.models import checkpoint as ck
-    except ImportError as e:
-        raise missing_extra("torch", "export", "exporting") from e
     options.check()
     paths = check_output(os.fspath(checkpoint), os.fspath(out_path), options.fixed_shapes)
     out_path, kw_path = paths[:2]
-    state = ck.read_state_dict(checkpoint)
-    dims = ck.dims_of(state, options.depth, checkpoint)
-    weights = {k: v.detach().cpu().double().numpy() for k, v in state.items()}
-    sha, kw_file = ck.sha256_file(checkpoint), os.path.basename(kw_path)
+    state = read_state_dict(checkpoint)
+    dims = dims_of(state, options.depth, checkpoint)
+    weights = {k: state[k].astype(np.float64) for k in state_shapes(dims)}
+    sha, kw_file = sha256_file(checkpoint), os.path.basename(kw_path)
     emb, kw = build_models(weights, dims, options, sha, kw_file)
     write_bytes_atomic(kw_path, kw.SerializeToString())
     write_bytes_atomic(out_path, emb.SerializeToString())

@@ -90,3 +90,22 @@ def canonical_samples(num_samples: int) -> int:
 def num_full_frames(num_samples: int) -> int:
     """T = 100 S - 2: frames after chunk compensation, from which the scene is made."""
     return FRAMES_PER_CHUNK * num_chunks(num_samples) - 2
+
+
+def state_shapes(dims: ModelDims) -> dict[str, tuple[int, ...]]:
+    """Every tensor of a KW-MLP ``model_state_dict`` (the original ``KW_MLP``'s names, in its order)
+    and its shape; ``kwmlp.models.KWMLP(dims).state_dict()`` has exactly these."""
+    half = dims.dim_ff // 2  # u and g, the two halves of the gated MLP
+    block = {
+        "fn.norm.weight": (dims.dim,), "fn.norm.bias": (dims.dim,),
+        "fn.fn.proj_in.0.weight": (dims.dim_ff, dims.dim), "fn.fn.proj_in.0.bias": (dims.dim_ff,),
+        "fn.fn.sgu.norm.weight": (half,), "fn.fn.sgu.norm.bias": (half,),
+        "fn.fn.sgu.proj.weight": (dims.n_frames, dims.n_frames, 1), "fn.fn.sgu.proj.bias": (dims.n_frames,),
+        "fn.fn.proj_out.weight": (dims.dim, half), "fn.fn.proj_out.bias": (dims.dim,),
+    }
+    shapes = {"to_patch_embed.1.weight": (dims.dim, dims.n_mfcc), "to_patch_embed.1.bias": (dims.dim,)}
+    for i in range(dims.depth):
+        shapes.update({f"layers.{i}.{k}": v for k, v in block.items()})
+    shapes.update({"to_logits.0.weight": (dims.dim,), "to_logits.0.bias": (dims.dim,),
+                   "to_logits.2.weight": (dims.num_classes, dims.dim), "to_logits.2.bias": (dims.num_classes,)})
+    return shapes

@@ -1,7 +1,8 @@
 """The PyTorch reference: KW-MLP, its MFCC front end and the HEAR wrapper semantics.
 
-Needs torch (``pip install -e '.[export]'``), except ``kwmlp.models.filters`` (numpy):
+Needs torch (``pip install -e '.[reference]'``), except ``kwmlp.models.filters`` (numpy):
 the names below are imported on first use, so that the filters load without torch.
+``read_state_dict``, ``dims_of`` and ``CheckpointError`` are :mod:`kwmlp.checkpoint`'s (numpy).
 """
 
 import importlib

@@ -30,6 +30,19 @@ KEYWORDS_DIR = _shared("keywords", "KWMLP_KEYWORDS")
 REFERENCE_CASES = sorted(Path(p).stem for p in glob.glob(str(REFERENCE_DIR / "*.npz")))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def own_data_folder(tmp_path_factory) -> Path:
+    """The suite's own data folder (``$KWMLP_HOME``, ``kwmlp.paths.data_dir``): what tests download,
+    export through the HEAR API or cache for TensorRT goes there, never into the user's, whatever
+    ``KWMLP_HOME``, ``KWMLP_CACHE`` or ``XDG_CACHE_HOME`` say. Subprocesses inherit it."""
+    folder = tmp_path_factory.mktemp("kwmlp-home")
+    mp = pytest.MonkeyPatch()
+    mp.delenv("KWMLP_CACHE", raising=False)
+    mp.setenv("KWMLP_HOME", str(folder))
+    yield folder
+    mp.undo()
+
+
 def checkpoint_path() -> str | None:
     path = os.environ.get("KWMLP_CHECKPOINT")
     return path if path and os.path.isfile(path) else None

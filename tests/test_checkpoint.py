@@ -67,3 +67,12 @@ def test_not_a_torch_file(tmp_path):
         load_checkpoint(path)
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "nope.pth")
+
+
+def test_state_shapes_are_the_networks():
+    """kwmlp.dims.state_shapes (what export checks without torch) is what the PyTorch KWMLP holds."""
+    from kwmlp.dims import ModelDims, state_shapes
+    from kwmlp.models import KWMLP
+
+    for dims in (ModelDims(), ModelDims(n_mfcc=20, n_frames=5, dim=8, dim_ff=6, depth=3, embed_depth=2, num_classes=4)):
+        assert [(k, tuple(v.shape)) for k, v in KWMLP(dims).state_dict().items()] == list(state_shapes(dims).items())

@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -34,6 +35,14 @@ def test_data_dir_order(tmp_path, monkeypatch):
     assert data_dir() == str(tmp_path / "older-name")
     monkeypatch.setenv("KWMLP_HOME", str(tmp_path / "home"))
     assert data_dir() == str(tmp_path / "home")
+
+
+def test_the_tests_have_a_data_folder_of_their_own(tmp_path_factory):
+    """Whatever the user's KWMLP_HOME says, the suite reads and writes its own (conftest.own_data_folder)."""
+    assert Path(data_dir()).is_relative_to(tmp_path_factory.getbasetemp())
+    r = subprocess.run([sys.executable, "-c", "from kwmlp.paths import data_dir; print(data_dir())"],
+                       capture_output=True, text=True)
+    assert r.stdout.strip() == data_dir()  # and so do the commands tests run
 
 
 def test_timing_caches_live_in_the_data_folder(home):

@@ -145,6 +145,7 @@ def test_trt_cache_dir_needs_no_tensorrt_import(monkeypatch, tmp_path):
     from kwmlp import trt
     from kwmlp.runtime.onnxruntime_backend import trt_cache_dir
 
+    monkeypatch.delenv("KWMLP_HOME")  # set by conftest; it would come before XDG_CACHE_HOME
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # importing it would fail
     monkeypatch.setattr(trt, "dist_version", lambda dist: "10.16.0" if dist == "tensorrt-cu13" else None)

@@ -16,14 +16,14 @@ from kwmlp.errors import KwmlpError  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("KWMLP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("KWMLP_HOME", str(tmp_path / "cache"))
     return tmp_path / "cache"
 
 
 @pytest.fixture(scope="module")
 def pth_model(checkpoint, tmp_path_factory):
     mp = pytest.MonkeyPatch()
-    mp.setenv("KWMLP_CACHE", str(tmp_path_factory.mktemp("hear-cache")))
+    mp.setenv("KWMLP_HOME", str(tmp_path_factory.mktemp("hear-cache")))
     yield hear.load_model(checkpoint)
     mp.undo()
 

@@ -6,6 +6,10 @@ import pytest
 from conftest import REFERENCE_CASES, load_case, max_abs
 
 TOL = 1e-3
+# Where the front end's log floor decides much of the input (silence; the sweep's quiet bins), 1e-3
+# lets a floor 0.1% off pass (6.9e-4 on silence, 2.7e-4 on the sweep): these cases are held to what
+# the graph gives (9.6e-6 and 5.6e-5 on timestamp embeddings, AMD EPYC) with some room.
+TIGHT = {"silence_1s": 1e-4, "sweep_10s": 1.5e-4}
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +32,10 @@ def _padded_chunks(audio: np.ndarray) -> np.ndarray:
 def test_onnx_matches_hear(embedder, case):
     z = load_case(case)
     r = embedder.embed(z["audio"])
-    assert max_abs(r.timestamp_embeddings, z["timestamp_embeddings"]) <= TOL
+    tol = TIGHT.get(case, TOL)
+    assert max_abs(r.timestamp_embeddings, z["timestamp_embeddings"]) <= tol
     assert r.timestamps.dtype == np.float32 and np.array_equal(r.timestamps, z["timestamps"])
-    assert max_abs(r.scene_embeddings, z["scene_embeddings"]) <= TOL
+    assert max_abs(r.scene_embeddings, z["scene_embeddings"]) <= tol
     assert max_abs(embedder.keyword_logits(_padded_chunks(z["audio"])), z["chunk_logits"]) <= TOL
 
 

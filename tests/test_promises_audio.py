@@ -229,3 +229,67 @@ def test_spot_reads_a_wav_header_on_standard_input_even_with_format(random_expor
     got, want = json.loads(raw.stdout), json.loads(ref.stdout)
     assert len(got) == len(want) == 1 and got[0]["file"] == "-"
     assert got[0]["detections"] == want[0]["detections"] and want[0]["detections"]  # threshold 0: every window
+
+
+# --- issue 18, item 15: what a folder left out, names that clash, a checkpoint as the model, -o a file
+
+def _folder_with_other_types(tmp_path):
+    root = tmp_path / "rec"
+    root.mkdir()
+    sf.write(root / "a.wav", _noise(0.5), 16000)
+    for name in ("c.m4a", "d.M4A", "notes.txt", ".DS_Store"):  # .DS_Store: hidden, not counted
+        (root / name).write_bytes(b"\0" * 64)
+    return root
+
+
+def test_files_of_other_types_are_counted_by_extension(random_exported, tmp_path, capsys, caplog):
+    root = _folder_with_other_types(tmp_path)
+    assert main(["embed", random_exported(), str(root), "-o", str(tmp_path / "o")]) == 0
+    assert capsys.readouterr().out.strip().endswith(f"into {tmp_path / 'o'}; left out 3 files of other types "
+                                                    "(.m4a 2, .txt 1)")
+    with caplog.at_level(logging.INFO, logger="kwmlp"):  # the commands without a summary log it
+        assert main(["spot", random_exported(), str(root)]) == 0
+    assert f"{root}: left out 3 files of other types (.m4a 2, .txt 1); name a file to try it" in caplog.messages
+    (root / "a.wav").unlink()
+    assert main(["embed", random_exported(), str(root), "-o", str(tmp_path / "o")]) == 1
+    assert f"no audio files found in {root} (3 files of other types (.m4a 2, .txt 1))" in capsys.readouterr().err
+
+
+def test_names_that_clash_are_kept_apart_with_keep_extension(random_exported, tmp_path, capsys):
+    root = tmp_path / "rec"
+    root.mkdir()
+    for name in ("a.wav", "a.flac", "b.wav"):
+        sf.write(root / name, _noise(0.5), 16000)
+    out = tmp_path / "o"
+    assert main(["embed", random_exported(), str(root), "-o", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (f"kwmlp embed: error: {root / 'a.flac'} and {root / 'a.wav'} would both be written to "
+                   f"{out / 'a.npz'}; add --keep-extension to name the outputs a.flac.npz and a.wav.npz, or embed "
+                   "them into separate folders")
+    assert not out.exists()
+    assert main(["embed", random_exported(), str(root), "-o", str(out), "--keep-extension", "-q"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a.flac.npz", "a.wav.npz", "b.wav.npz"]
+    (root / "a.flac").unlink()  # without a clash and without the option, names stay as they were
+    assert main(["embed", random_exported(), str(root), "-o", str(tmp_path / "o2"), "-q"]) == 0
+    assert sorted(p.name for p in (tmp_path / "o2").iterdir()) == ["a.npz", "b.npz"]
+
+
+@pytest.mark.parametrize("command", ["embed", "classify", "spot", "info"])
+def test_a_checkpoint_given_as_the_model_says_to_export_it(random_checkpoint, tmp_path, capsys, command):
+    sf.write(tmp_path / "a.wav", _noise(0.5), 16000)
+    args = {"embed": [str(tmp_path / "a.wav"), "-o", str(tmp_path / "o")], "info": []}.get(command, [str(tmp_path / "a.wav")])
+    assert main([command, random_checkpoint, *args]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (f"kwmlp {command}: error: {random_checkpoint} is a PyTorch checkpoint, not an exported model: "
+                   f"export it first with `kwmlp export {random_checkpoint} -o NAME.onnx`, then give NAME.onnx")
+
+
+def test_an_output_folder_that_is_a_file_is_refused_before_the_model_loads(tmp_path, capsys):
+    sf.write(tmp_path / "a.wav", _noise(0.5), 16000)
+    (tmp_path / "notes.md").write_text("mine")
+    (tmp_path / "model.onnx").write_bytes(b"not a model: loading it would fail first")
+    for out, said in [("notes.md", "is a file; name a folder for the outputs"),
+                      ("notes.md/sub", f"cannot be made: {tmp_path / 'notes.md'} is a file")]:
+        assert main(["embed", str(tmp_path / "model.onnx"), str(tmp_path / "a.wav"), "-o", str(tmp_path / out)]) == 1
+        assert capsys.readouterr().err.strip() == f"kwmlp embed: error: the output folder {tmp_path / out} {said}"
+    assert (tmp_path / "notes.md").read_text() == "mine"

@@ -98,3 +98,18 @@ def test_skip_existing_redoes_outputs_of_other_audio(random_exported, tmp_path, 
     sf.write(src, 0.1 * rng.standard_normal(24000).astype(np.float32), 16000)  # other audio, same name
     assert main(args) == 0
     assert "skipped" not in capsys.readouterr().out and not np.array_equal(scene(), first)
+
+
+@pytest.mark.parametrize("fmt", ["npz", "npy"])
+def test_skip_existing_redoes_outputs_of_another_model(random_exported, tmp_path, capsys, fmt):
+    sf = pytest.importorskip("soundfile")
+    src, out = tmp_path / "clip.wav", tmp_path / "out"
+    sf.write(src, 0.1 * np.random.default_rng(0).standard_normal(16000).astype(np.float32), 16000)
+    scene = lambda: np.load(out / "clip.npz")["scene_embedding"] if fmt == "npz" else np.load(out / "clip" / "scene_embedding.npy")
+    run = lambda model: main(["embed", model, str(src), "-o", str(out), "--format", fmt, "--skip-existing"])
+    assert run(random_exported()) == 0
+    first = scene()
+    capsys.readouterr()
+    assert run(random_exported(depth=4)) == 0  # the same audio, another model
+    assert "skipped" not in capsys.readouterr().out and not np.array_equal(scene(), first)
+    assert run(random_exported(depth=4)) == 0 and "1 skipped" in capsys.readouterr().out  # now it is done

@@ -114,6 +114,15 @@ def test_huge_audio_is_refused(embedder, call):
     _one_line(e)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_bound_is_the_readmes_1e15(embedder, dtype):
+    """The README's literal, not the constant: a bound moved to 9e15 would pass every test of MAX_ABS_SAMPLE."""
+    loud = np.where(np.arange(16000) % 2, 1e15, -1e15).astype(dtype)
+    assert np.isfinite(embedder.embed(loud).scene_embeddings).all()  # 1e15 accepted
+    with pytest.raises(KwmlpError, match=r"values up to 2e\+15; .* \(the largest accepted magnitude is 1e\+15\)"):
+        embedder.embed(2 * loud)  # 2e15 refused
+
+
 def test_loudest_accepted_audio_is_finite(embedder):
     # alternating signs put the whole window's sum into one bin: the worst case for the power spectrum
     x = np.where(np.arange(32000) % 2, MAX_ABS_SAMPLE, -MAX_ABS_SAMPLE).astype(np.float32)

@@ -50,7 +50,7 @@ def _checkpoint(tmp_path, **changes):
     ({"to_patch_embed.1.weight": torch.zeros(64)}, ["wrong ranks"]),
     ({"to_logits.2.weight": torch.zeros(0, 64), "to_logits.2.bias": torch.zeros(0)}, ["num_classes = 0"]),
     ({"layers.1.fn.fn.proj_out.bias": torch.full((64,), float("nan"))}, ["proj_out.bias contains NaN"]),
-    ({"layers.0.fn.norm.weight": torch.ones(64, dtype=torch.int64)}, ["norm.weight has dtype torch.int64"]),
+    ({"layers.0.fn.norm.weight": torch.ones(64, dtype=torch.int64)}, ["norm.weight has dtype int64"]),
 ], ids=["2-D for 1-D", "0x0", "1-D for 2-D", "0 classes", "NaN weights", "integer LayerNorm"])
 def test_export_refuses_broken_checkpoints(tmp_path, capsys, changes, words):
     out = tmp_path / "m.onnx"

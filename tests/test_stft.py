@@ -64,3 +64,30 @@ def test_graph_front_end_equals_the_rfft():
     assert y.shape == (4, 98, 40) and np.abs(y - truth).max() <= 1e-6 * truth.max()
     # no node makes the (N, 98, 480) frames: the largest intermediate is the stage-1 output
     assert not {"Slice", "Concat", "Pad"} & {n.op_type for n in b.nodes}
+
+
+def test_log_mel_floor_is_1e_10():
+    """The graph's log-mel is ``10 log10(max(mel power, 1e-10))``, clamped at each chunk's max - 80 dB
+    (README, The graph): silence is exactly -100 dB. A floor 0.1% off moved silence's embeddings by
+    6.9e-4, under the parity tolerance of 1e-3, so the floor is checked here on its own."""
+    import onnxruntime as ort
+    from onnx import helper
+
+    from kwmlp.export import graph
+    from kwmlp.export.builder import FLOAT, GraphBuilder, value_info
+
+    b = GraphBuilder()
+    out = graph._log_mel(b, "chunks")
+    g = helper.make_graph(b.nodes, "log_mel", [value_info("chunks", FLOAT, ["n", 16000])],
+                          [value_info(out, FLOAT, ["n", 98, 40])], b.initializers)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.zeros((3, 16000), np.float32)
+    x[1] = np.random.default_rng(3).uniform(-1, 1, 16000)
+    x[2, 8000:] = 1e-6 * np.sin(np.arange(8000))  # quiet: partly under the floor
+    y = sess.run(None, {"chunks": x})[0]
+    assert np.abs(y[0] + 100.0).max() <= 1e-4  # silence: 10 log10(1e-10)
+    truth = 10 * np.log10(np.maximum(_mel_power_by_rfft(x.astype(np.float64)), 1e-10))
+    truth = np.maximum(truth, truth.max(axis=(1, 2), keepdims=True) - 80.0)
+    assert np.abs(y - truth).max() <= 1e-3  # dB

@@ -13,6 +13,7 @@ a WAV/OGG/FLAC/... stream, or raw PCM described by a :class:`PcmFormat`
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -347,24 +348,31 @@ def load(path: str | os.PathLike) -> np.ndarray:
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
-def find_audio(inputs: list[str]) -> list[tuple[str, str]]:
+def find_audio(inputs: list[str], left_out: collections.Counter | None = None) -> list[tuple[str, str]]:
     """``(path, relative name)`` for every input: a file or stream as itself (relative name: its
     base name, ``stdin`` for ``-``), a folder searched in sorted order for files with an audio
     extension (relative to the folder).
 
     In a folder, files whose names start with ``.`` are skipped (hidden files, among them the
     temporary files of unfinished writes; their number is logged); name one explicitly to read
-    it. Symbolic links to folders are followed, each real folder once. Raises
-    :class:`KwmlpError` for an input that does not exist and for a folder that cannot be read.
+    it. Files of other extensions (``.m4a``, ``.txt``, ...) are left out and counted by extension:
+    into ``left_out`` when given (the caller reports them), else in one log line per folder.
+    Symbolic links to folders are followed, each real folder once. Raises :class:`KwmlpError` for
+    an input that does not exist and for a folder that cannot be read.
     """
     found: list[tuple[str, str]] = []
     for inp in inputs:
         if inp == STDIN:
             found.append((inp, "stdin"))
         elif os.path.isdir(inp):
-            hidden = _search(inp, inp, found, set())
+            others: collections.Counter = collections.Counter()
+            hidden = _search(inp, inp, found, set(), others)
             if hidden:
                 log.info("%s: skipped %d hidden file%s (names starting with '.')", inp, hidden, "s" * (hidden > 1))
+            if left_out is not None:
+                left_out.update(others)
+            elif others:
+                log.info("%s: left out %s; name a file to try it", inp, describe_left_out(others))
         elif os.path.exists(inp):
             found.append((inp, os.path.basename(inp)))
         else:
@@ -372,9 +380,17 @@ def find_audio(inputs: list[str]) -> list[tuple[str, str]]:
     return found
 
 
-def _search(folder: str, top: str, found: list[tuple[str, str]], seen: set[str]) -> int:
-    """Audio files under ``folder`` into ``found``, files before subfolders, each sorted by name;
-    returns the number of hidden files skipped."""
+def describe_left_out(counts: collections.Counter) -> str:
+    """``3 files of other types (.m4a 2, .txt 1)``: what :func:`find_audio` left out, by extension."""
+    n = sum(counts.values())
+    kinds = ", ".join(f"{ext} {k}" for ext, k in sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+    return f"{n} file{'s' * (n > 1)} of other types ({kinds})"
+
+
+def _search(folder: str, top: str, found: list[tuple[str, str]], seen: set[str], others: collections.Counter) -> int:
+    """Audio files under ``folder`` into ``found``, files before subfolders, each sorted by name, and
+    the other files' extensions into ``others`` (hidden ones not counted); returns the number of
+    hidden audio files skipped."""
     real = os.path.realpath(folder)
     if real in seen:  # a link back up the tree, or a second link to the same folder
         return 0
@@ -387,12 +403,15 @@ def _search(folder: str, top: str, found: list[tuple[str, str]], seen: set[str])
         raise KwmlpError(f"folder {folder} cannot be read ({e.strerror}); make it readable or leave it out") from e
     hidden = 0
     for e in entries:
-        if e.path in subfolders or not e.name.lower().endswith(AUDIO_EXTENSIONS):
+        if e.path in subfolders:
             continue
-        if e.name.startswith("."):
+        if not e.name.lower().endswith(AUDIO_EXTENSIONS):
+            if not e.name.startswith("."):
+                others[os.path.splitext(e.name)[1].lower() or "no extension"] += 1
+        elif e.name.startswith("."):
             hidden += 1
         else:
             found.append((e.path, os.path.relpath(e.path, top)))
     for sub in sorted(subfolders):
-        hidden += _search(sub, top, found, seen)
+        hidden += _search(sub, top, found, seen, others)
     return hidden

@@ -46,6 +46,7 @@ class CorpusOptions:
     num_gpus: float | None = None  # per actor; default 1 for a TensorRT engine, else 0
     threads: int | None = None  # ONNX Runtime threads per actor
     skip_existing: bool = False
+    keep_extension: bool = False  # a.wav -> a.wav.npz, as `kwmlp embed --keep-extension`
 
     def check(self) -> None:
         if self.fmt not in FORMATS:
@@ -155,7 +156,8 @@ def embed_corpus(model: str, inputs: list[str], out_dir: str, options: CorpusOpt
     options.check()
     require_file(model)
     ray = _ray()
-    jobs = with_provenance(plan(inputs, out_dir, "npz" if options.fmt == "parquet" else options.fmt), model)
+    jobs = with_provenance(plan(inputs, out_dir, "npz" if options.fmt == "parquet" else options.fmt,
+                                options.keep_extension), model)
     if not jobs:
         raise KwmlpError(f"no audio files found in {', '.join(inputs)}")
     done = [j for j in jobs if options.skip_existing and options.fmt != "parquet" and is_done(j)]

@@ -7,6 +7,7 @@ file and the reason; the others go on.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import os
@@ -50,24 +51,44 @@ class Outcome:
     skipped: bool = False
 
 
-def output_for(rel: str, out_dir: str, fmt: str) -> str:
-    stem = os.path.splitext(rel)[0]
+def output_for(rel: str, out_dir: str, fmt: str, keep_extension: bool = False) -> str:
+    """``a/b.wav`` -> ``OUT/a/b.npz`` (``OUT/a/b.wav.npz`` with ``keep_extension``; a folder without
+    ``.npz`` for ``npy``)."""
+    stem = rel if keep_extension else os.path.splitext(rel)[0]
     return os.path.join(out_dir, stem + ".npz" if fmt == "npz" else stem)
 
 
-def plan(inputs: list[str], out_dir: str, fmt: str = "npz") -> list[Job]:
-    """One job per audio input (see :func:`kwmlp.apps.audio.find_audio`); two inputs that would write
-    the same output are a :class:`KwmlpError`."""
+def plan(inputs: list[str], out_dir: str, fmt: str = "npz", keep_extension: bool = False,
+         left_out: collections.Counter | None = None) -> list[Job]:
+    """One job per audio input (see :func:`kwmlp.apps.audio.find_audio`, which counts into
+    ``left_out`` the files of other types); an ``out_dir`` that cannot be a folder, and two inputs
+    that would write the same output, are a :class:`KwmlpError`."""
     if fmt not in FORMATS:
         raise KwmlpError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    _check_folder(out_dir)
     jobs, seen = [], {}
-    for path, rel in audio.find_audio(inputs):
-        out = output_for(rel, out_dir, fmt)
+    for path, rel in audio.find_audio(inputs, left_out):
+        out = output_for(rel, out_dir, fmt, keep_extension)
         if out in seen:
-            raise KwmlpError(f"{seen[out]} and {path} would both be written to {out}; embed them into separate folders")
+            hint = ("embed them into separate folders" if keep_extension else
+                    f"add --keep-extension to name the outputs {os.path.basename(output_for(seen[out], '', fmt, True))} "
+                    f"and {os.path.basename(output_for(path, '', fmt, True))}, or embed them into separate folders")
+            raise KwmlpError(f"{seen[out]} and {path} would both be written to {out}; {hint}")
         seen[out] = path
         jobs.append(Job(path, out))
     return jobs
+
+
+def _check_folder(out_dir: str) -> None:
+    """Refuse an output folder that is a file, or lies under one, before any model is loaded."""
+    path = os.path.abspath(out_dir)
+    while not os.path.lexists(path):
+        path = os.path.dirname(path)
+    if os.path.isdir(path):
+        return
+    if path == os.path.abspath(out_dir):
+        raise KwmlpError(f"the output folder {out_dir} is a file; name a folder for the outputs")
+    raise KwmlpError(f"the output folder {out_dir} cannot be made: {path} is a file")
 
 
 def with_provenance(jobs: list[Job], model_path: str) -> list[Job]:

@@ -26,6 +26,7 @@ from kwmlp.artifact.shapes import (
 from kwmlp.artifact.sidecar import EngineInfo, read_sidecar, sidecar_path
 from kwmlp.dims import HOP_LENGTH
 from kwmlp.errors import KwmlpError, first_line
+from kwmlp.pth import is_checkpoint
 
 __all__ = [
     "EMBEDDING_DIMS", "EMBEDDING_INPUT", "EMBEDDING_OUTPUTS", "KEYWORD_DIMS", "io_shapes", "ENGINE_SUFFIXES", "KEYWORD_INPUT", "KEYWORD_OUTPUTS",
@@ -175,6 +176,9 @@ def open_onnx(path: str, options=None, providers: list | None = None):
     except Exception as e:  # ORT raises its own exception types for unreadable models
         if isinstance(e, KwmlpError):
             raise
+        if is_checkpoint(path):
+            raise KwmlpError(f"{path} is a PyTorch checkpoint, not an exported model: export it first with "
+                             f"`kwmlp export {path} -o NAME{ONNX_SUFFIX}`, then give NAME{ONNX_SUFFIX}") from e
         raise KwmlpError(f"{path} could not be loaded as an ONNX model ({first_line(e)[:200]})") from e
 
 

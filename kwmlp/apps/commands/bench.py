@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+
+log = logging.getLogger("kwmlp")
+
 
 def add_parser(sub):
     from kwmlp.benchmarks import targets
@@ -10,7 +14,7 @@ def add_parser(sub):
                        description="Throughput, latency, peak RSS and max abs error against the PyTorch reference, "
                                    "for every available backend on a batch x duration grid, one process per run.")
     p.add_argument("--checkpoint", required=True, help="the original HEAR kwmlp checkpoint, e.g. kwmlp.pth")
-    p.add_argument("--output", required=True, help="folder for results.json, results.md and the plots")
+    p.add_argument("--output", required=True, help="folder for results.json, results.md and the plots (those need matplotlib)")
     p.add_argument("--backends", default=None,
                    help=f"comma-separated subset of {','.join(targets.TARGETS)} "
                         "(default: all; unavailable ones are skipped with the reason)")
@@ -38,16 +42,21 @@ def run(args) -> int:
     require_file(args.checkpoint, "checkpoint")
     if args.engine:
         require_file(args.engine, "engine")
-    from kwmlp.benchmarks import targets, suite, workloads
+    from kwmlp.benchmarks import report, targets, suite, workloads
 
     names = tuple(n.strip() for n in args.backends.split(",") if n.strip()) if args.backends else targets.TARGETS
     unknown = [n for n in names if n not in targets.TARGETS]
     if unknown:
         raise KwmlpError(f"unknown backend {unknown[0]!r}; choose from {', '.join(targets.TARGETS)}")
     grid = workloads.parse(args.workloads) if args.workloads else (workloads.QUICK if args.quick else workloads.GRID)
+    no_plots = report.why_no_plots()
+    if no_plots:
+        log.info("kwmlp bench: the results are written without plots: %s", no_plots)
     suite.run(suite.Settings(checkpoint=args.checkpoint, output=args.output, backends=names,
                              named=args.backends is not None, workloads=grid, quick=args.quick,
                              scaling=args.scaling, threads=args.threads, model=args.model,
-                             rounds=max(1, args.rounds), engine=args.engine, cuda_graph=args.cuda_graph))
-    print(f"wrote {os.path.join(args.output, 'results.json')}, results.md and plots")
+                             rounds=max(1, args.rounds), engine=args.engine, cuda_graph=args.cuda_graph,
+                             plots=no_plots is None))
+    written = f"{os.path.join(args.output, 'results.json')}, results.md"
+    print(f"wrote {written} and plots" if not no_plots else f"wrote {written}; no plots: {no_plots}")
     return 0

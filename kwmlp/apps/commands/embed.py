@@ -20,6 +20,8 @@ def add_parser(sub):
     p.add_argument("--batch-size", type=int, default=16,
                    help="clips of the same length in whole seconds embedded together (default 16)")
     p.add_argument("--skip-existing", action="store_true", help="leave inputs whose output exists (resume a run)")
+    p.add_argument("--keep-extension", action="store_true",
+                   help="name outputs after the whole file name, a.wav -> a.wav.npz (for a.wav and a.flac in one folder)")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: physical cores)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
     p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
@@ -44,8 +46,11 @@ def run(args) -> int:
 
 
 def _embed(args) -> int:
-    from kwmlp.errors import KwmlpError
+    import collections
+
+    from kwmlp.apps.audio import describe_left_out
     from kwmlp.apps.pipeline import Progress, embed_files, plan
+    from kwmlp.errors import KwmlpError
     from kwmlp.runtime import Embedder
 
     if args.batch_size < 1:
@@ -54,9 +59,11 @@ def _embed(args) -> int:
         return _embed_on_ray(args)
     if args.format == "parquet":
         raise KwmlpError("--format parquet needs --ray")
-    jobs = plan(args.inputs, args.output, args.format)
+    left_out: collections.Counter = collections.Counter()
+    jobs = plan(args.inputs, args.output, args.format, args.keep_extension, left_out)
     if not jobs:
-        raise KwmlpError(f"no audio files found in {', '.join(args.inputs)}")
+        others = f" ({describe_left_out(left_out)})" if left_out else ""
+        raise KwmlpError(f"no audio files found in {', '.join(args.inputs)}{others}")
     embedder = Embedder(args.model, threads=args.threads)
     progress = Progress()
     bar = _bar(len(jobs), args.quiet)
@@ -76,8 +83,9 @@ def _embed(args) -> int:
     if not args.quiet:
         skipped = f", {progress.skipped} skipped (already done)" if progress.skipped else ""
         failed = f", {progress.failed} failed" if progress.failed else ""
+        others = f"; left out {describe_left_out(left_out)}" if left_out else ""
         print(f"embedded {progress.done} of {len(jobs)} files ({progress.seconds:.1f} s of audio, "
-              f"{progress.realtime:.0f}x realtime) into {args.output}{skipped}{failed}")
+              f"{progress.realtime:.0f}x realtime) into {args.output}{skipped}{failed}{others}")
     return 1 if progress.failed else 0
 
 
@@ -92,7 +100,8 @@ def _embed_on_ray(args) -> int:
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     ray.data.DataContext.get_current().enable_progress_bars = not args.quiet and sys.stderr.isatty()
     options = CorpusOptions(fmt=args.format, address=None if args.ray == "local" else args.ray, actors=args.actors,
-                            batch_size=args.batch_size, threads=args.threads, skip_existing=args.skip_existing)
+                            batch_size=args.batch_size, threads=args.threads, skip_existing=args.skip_existing,
+                            keep_extension=args.keep_extension)
     start = time.perf_counter()
     outcomes = embed_corpus(args.model, args.inputs, args.output, options)
     wall = time.perf_counter() - start
