@@ -5,6 +5,7 @@ Shared by ``kwmlp doctor``, the benchmark's machine record and the backend choic
 
 from __future__ import annotations
 
+import importlib.util
 import platform
 from functools import lru_cache
 from importlib import metadata
@@ -50,3 +51,16 @@ def dist_version(dist: str) -> str | None:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
         return None
+
+
+def module_installed(name: str) -> bool:
+    """Whether ``import name`` would find a module, without importing it.
+
+    A module already imported counts even when its ``__spec__`` is not set (a stand-in put into
+    ``sys.modules``, e.g. by a test or a plugin), where ``find_spec`` raises ValueError; a
+    ``None`` entry there (an import blocked on purpose) does not.
+    """
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ValueError:
+        return True

@@ -10,15 +10,21 @@ from kwmlp.apps.cli import main
 from kwmlp.errors import KwmlpError
 
 
-def test_doctor_fits_one_screen_and_exits_0(capsys, random_exported):
+@pytest.mark.parametrize("providers", [["CPUExecutionProvider"], ["CUDAExecutionProvider", "CPUExecutionProvider"]],
+                         ids=["cpu", "gpu"])
+def test_doctor_fits_one_screen_and_exits_0(capsys, random_exported, monkeypatch, providers):
+    from kwmlp.runtime import onnxruntime_backend as ortb
     from kwmlp.runtime.loader import cpu_choice
 
+    monkeypatch.setattr(ortb, "available_providers", lambda: providers)  # this machine's, or a GPU machine's
     assert main(["doctor", random_exported()]) == 0
     out = capsys.readouterr().out.splitlines()
     assert len(out) <= 24 and all(len(line) <= 160 for line in out)
     heads = [line.split()[0] for line in out if line and not line.startswith(" ")]
     assert heads[:8] == ["kwmlp-rt", "CPU", "GPU", "TensorRT", "CUDA", "onnxruntime", "OpenVINO", "model"]
-    assert f"  auto runs  {cpu_choice()[0]}" in out  # no GPU here: auto's CPU step
+    # no engine beside the model: ONNX Runtime's CUDA provider where it is offered, else auto's CPU step
+    want = "onnxruntime-cuda" if "CUDAExecutionProvider" in providers else cpu_choice()[0]
+    assert f"  auto runs  {want}" in out
 
 
 def test_doctor_json(capsys):

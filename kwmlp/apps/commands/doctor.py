@@ -7,14 +7,13 @@ here and what ``backend="auto"`` would run, and why. Always exits 0: a missing p
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import platform
 
 import kwmlp
 from kwmlp.errors import KwmlpError, install_command
-from kwmlp.host import cpu_isa, cpu_model, dist_version
+from kwmlp.host import cpu_isa, cpu_model, dist_version, module_installed
 
 
 def add_parser(sub):
@@ -76,7 +75,7 @@ def _onnxruntime() -> dict:
 
 
 def _openvino() -> dict:
-    if importlib.util.find_spec("openvino") is None:
+    if not module_installed("openvino"):
         return {"version": None, "why": f"not installed ({install_command('openvino')})"}
     import openvino
 
