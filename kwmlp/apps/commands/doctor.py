@@ -17,7 +17,11 @@ from kwmlp.host import cpu_isa, cpu_model, dist_version, module_installed
 
 
 def add_parser(sub):
-    p = sub.add_parser("doctor", help="show what this machine offers the runtime (CPU, GPU, TensorRT, ONNX Runtime, OpenVINO)")
+    p = sub.add_parser("doctor", help="show what this machine offers the runtime (CPU, GPU, TensorRT, ONNX Runtime, OpenVINO)",
+                       description="Show on one screen the CPU, the GPU, TensorRT (and whether this project supports "
+                                   "it), the CUDA bindings, ONNX Runtime's providers and OpenVINO's devices; with "
+                                   "MODEL, whether its engine runs here and what backend=\"auto\" would run, and why. "
+                                   "A missing piece, or a model that does not load, is a finding: always exit 0.")
     p.add_argument("model", nargs="?", help="an .onnx export or .engine: does it run here, and on what")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=run)
