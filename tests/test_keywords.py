@@ -1,5 +1,6 @@
 """Keyword spotting on the trained head: classify one-second clips, spot keywords in long audio."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -126,7 +127,8 @@ def test_spot_cli_matches_python(exported, embedder, sentence):
     assert r.returncode == 0, r.stderr
     [row] = json.loads(r.stdout)
     expected = spot(embedder, audio.load(path), hop=0.5)
-    assert same([Detection(**d) for d in row["detections"]], expected) and expected
+    shown = [dataclasses.replace(d, confidence=round(d.confidence, 3)) for d in expected]  # JSON shows 3 digits
+    assert same([Detection(**d) for d in row["detections"]], shown) and expected
 
 
 def test_short_audio_gets_one_padded_window(embedder):
@@ -172,3 +174,19 @@ def test_classify_missing_model_is_one_line(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert r.stderr.strip() == f"kwmlp classify: error: model file {tmp_path / 'none.onnx'} does not exist"
+
+
+def test_one_window_reads_the_same_in_classify_spot_and_listen(exported, tmp_path, capsys):
+    clip = audio.load(keyword_files()[0])
+    second = np.zeros(16000, np.float32)  # exactly one second: classify's window is spot's and listen's
+    second[(16000 - len(clip)) // 2 :][: len(clip)] = clip
+    path = tmp_path / "one_second.wav"
+    sf.write(path, second, 16000, subtype="FLOAT")
+    shown = {}
+    assert main(["classify", exported(), str(path), "--top-k", "1", "--json"]) == 0
+    shown["classify"] = json.loads(capsys.readouterr().out)[0]["top"][0]["probability"]
+    assert main(["spot", exported(), str(path), "--threshold", "0.1", "--json"]) == 0
+    shown["spot"] = json.loads(capsys.readouterr().out)[0]["detections"][0]["confidence"]
+    assert main(["listen", exported(), str(path), "--raw", "--threshold", "0.1", "--json"]) == 0
+    shown["listen"] = json.loads(capsys.readouterr().out.splitlines()[0])["confidence"]
+    assert len(set(shown.values())) == 1 and all(v == round(v, 3) for v in shown.values()), shown

@@ -35,6 +35,7 @@ def run(args) -> int:
     from dataclasses import asdict
 
     from kwmlp.apps import audio
+    from kwmlp.apps.commands.rounding import confidence, confidence_text
     from kwmlp.errors import KwmlpError
     from kwmlp.runtime import Embedder
     from kwmlp.runtime.keywords import check_options, merge, spot_stream
@@ -56,13 +57,13 @@ def run(args) -> int:
             failed += 1
             print(f"kwmlp spot: error: {e}", file=sys.stderr)
             continue
-        rows.append({"file": path, "detections": [asdict(d) for d in found]})
+        rows.append({"file": path, "detections": [{**asdict(d), "confidence": confidence(d.confidence)} for d in found]})
         if not args.json:
             if not found:
                 print(f"{path}: no keyword above {args.threshold}")
             for d in found:
                 votes = f"  ({d.votes} windows)" if d.votes > 1 or args.mode == "n_voting" else ""
-                print(f"{path}  {d.start_s:8.2f} - {d.end_s:8.2f} s  {d.label:<8} {d.confidence:.3f}{votes}")
+                print(f"{path}  {d.start_s:8.2f} - {d.end_s:8.2f} s  {d.label:<8} {confidence_text(d.confidence)}{votes}")
     if args.json:
         print(json.dumps(rows, indent=2))
     return 1 if failed else 0
