@@ -30,7 +30,7 @@ from kwmlp.pth import is_checkpoint
 
 __all__ = [
     "EMBEDDING_DIMS", "EMBEDDING_INPUT", "EMBEDDING_OUTPUTS", "KEYWORD_DIMS", "io_shapes", "ENGINE_SUFFIXES", "KEYWORD_INPUT", "KEYWORD_OUTPUTS",
-    "LAYOUT_EMBEDDINGS", "LAYOUT_KEYWORDS", "ModelInfo", "engine_beside", "engine_keywords_path",
+    "LAYOUT_EMBEDDINGS", "LAYOUT_KEYWORDS", "ModelInfo", "check_model", "engine_beside", "engine_keywords_path",
     "is_engine", "is_keywords_file", "keywords_path_for", "onnx_behind", "read_model_info",
     "open_onnx", "require_file", "keywords_model_path", "sidecar_path",
     "check_fixed_shape", "fixed_shape_files", "fixed_shape_of_name", "fixed_shape_path", "format_fixed_shape",
@@ -65,6 +65,8 @@ def require_file(path: str, what: str = "model file") -> str:
         raise KwmlpError(f"{what} {path} does not exist")
     if not os.path.isfile(path):
         raise KwmlpError(f"{what} {path} is not a regular file")
+    if not os.access(path, os.R_OK):
+        raise KwmlpError(f"{what} {path} cannot be read (permission denied)")
     return path
 
 
@@ -136,6 +138,21 @@ def _ort_debug() -> bool:
     """Whether ONNX Runtime's own warnings should reach stderr: when kwmlp's logger shows debug
     messages (``kwmlp --debug``)."""
     return logging.getLogger("kwmlp").isEnabledFor(logging.DEBUG)
+
+
+def check_model(path: str, layout: str = LAYOUT_EMBEDDINGS) -> ModelInfo:
+    """What the export ``path`` (``.onnx``, or an engine) says about itself, refused in one sentence
+    as :class:`~kwmlp.runtime.Embedder` refuses it when it is not the ``layout`` graph of an export
+    (for an ``.onnx``, with its inputs and outputs too); no backend is started."""
+    require_file(path)
+    if is_engine(path):  # its tensors are TensorRT's to say: the layout is checked
+        info = read_model_info(path)
+        check_layout(info, path, layout, *IO_OF_LAYOUT.get(info.layout, IO_OF_LAYOUT[layout]))
+        return info
+    session = open_onnx(path)
+    info = ModelInfo.from_props(dict(session.get_modelmeta().custom_metadata_map), path)
+    check_layout(info, path, layout, [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
+    return info
 
 
 def import_onnxruntime():
