@@ -224,7 +224,7 @@ class Choice:
 def explain_auto(path: str, device: str = "auto") -> Choice:
     """What :func:`open_model` with ``backend="auto"`` would run here, found without opening a
     session or deserializing an engine: an offered ONNX Runtime GPU provider is assumed to start."""
-    from kwmlp.runtime.tensorrt_backend import engine_problem
+    from kwmlp.runtime.tensorrt_backend import engine_problem, unchecked
 
     _, device = _check_choice("auto", device)
     require_file(path)
@@ -232,7 +232,7 @@ def explain_auto(path: str, device: str = "auto") -> Choice:
     onnx_path, engine = _locate(path, "auto", device, why)
     problem = engine_problem(engine) if engine else None
     if engine and problem is None:
-        return Choice("tensorrt", [f"engine {os.path.basename(engine)} matches this GPU and TensorRT"])
+        return Choice("tensorrt", [unchecked(engine) or f"engine {os.path.basename(engine)} matches this GPU and TensorRT"])
     if problem:
         why.failed.append(problem)
     available = ortb.available_providers()

@@ -105,13 +105,14 @@ def _model(path: str) -> dict:
 def _usable_model(path: str) -> dict:
     from kwmlp.artifact import check_model, engine_beside, is_engine
     from kwmlp.runtime.loader import explain_auto
-    from kwmlp.runtime.tensorrt_backend import engine_problem
+    from kwmlp.runtime.tensorrt_backend import engine_problem, unchecked
 
     info = check_model(path)
     engine = path if is_engine(path) else engine_beside(path)
     out = {"path": path, "precision": info.precision, "scene": info.scene, "engine": engine}
     if engine:
         out["engine_problem"] = engine_problem(engine)
+        out["engine_unchecked"] = unchecked(engine)  # an engine without a sidecar: what only TensorRT checks
     choice = explain_auto(path)
     out["auto"] = {"backend": choice.backend, "reasons": choice.reasons}
     return out
@@ -168,7 +169,8 @@ def _model_lines(m: dict) -> list[str]:
                 "  auto runs  nothing"]
     lines = [f"model        {m['path']}: {m['precision']}, scene {m['scene']}"]
     if m["engine"]:
-        lines.append(f"  engine     {m['engine']}: " + (m["engine_problem"] or "matches this GPU and TensorRT"))
+        lines.append(f"  engine     {m['engine']}: "
+                     + (m["engine_problem"] or m["engine_unchecked"] or "matches this GPU and TensorRT"))
     else:
         lines.append("  engine     none beside it (`kwmlp build` makes one on a GPU)")
     lines.append(f"  auto runs  {m['auto']['backend']}")
