@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 from dataclasses import dataclass
 
 from kwmlp.errors import KwmlpError
@@ -93,20 +94,58 @@ def _network_flags(trt, mode: str) -> int:
     return 0  # TensorRT 11 (strongly typed always), or weakly typed for precision constraints
 
 
-def _pin_precisions(trt, network) -> int:
+def _pin_precisions(trt, network) -> dict[str, tuple[str, int]]:
     """Precision constraints for a weakly typed network: every layer computes in the type the ONNX
-    graph gives its float outputs (FP32 front end and scene, FP16 blocks). Returns layers pinned."""
-    pinned = 0
+    graph gives its float outputs (FP32 front end and scene, FP16 blocks). Returns the layers
+    pinned: name -> (trtexec's name of the type, number of outputs)."""
+    pinned = {}
     for i in range(network.num_layers):
         layer = network.get_layer(i)
         types = {layer.get_output(k).dtype for k in range(layer.num_outputs)}
-        for t in (trt.float32, trt.float16):
+        for t, name in ((trt.float32, "fp32"), (trt.float16, "fp16")):
             if types == {t}:
                 layer.precision = t
                 for k in range(layer.num_outputs):
                     layer.set_output_type(k, t)
-                pinned += 1
+                pinned[layer.name] = (name, layer.num_outputs)
     return pinned
+
+
+def _set_precision_constraints(trt, network, config, precision: str) -> dict[str, tuple[str, int]]:
+    """The weakly typed path: the FP16 flag for an fp16 export, and every layer pinned to its ONNX type."""
+    if precision == "fp16":
+        config.set_flag(trt.BuilderFlag.FP16)
+    config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+    pinned = _pin_precisions(trt, network)
+    log.info("kwmlp: TensorRT %s, weakly typed network, %d layers pinned to their ONNX precision",
+             trt.__version__, len(pinned))
+    return pinned
+
+
+def trtexec_command(onnx_path: str, engine_path: str, input_name: str, profiles: tuple[Profile, ...], *, network: str,
+                    precision: str, workspace_mib: int, optimization_level: int | None, cache_path: str,
+                    no_tf32: bool = True, pinned: dict[str, tuple[str, int]] | None = None) -> str:
+    """The trtexec command (TensorRT 10.x and 11.x) that builds what :func:`build_engine` builds from
+    the same arguments: one ``--profile=K`` with its min/opt/max shapes per profile, the network's
+    typing (``pinned``: the layers :func:`_pin_precisions` pinned), TF32 off, the workspace, the
+    optimization level and the timing cache. No sidecar is written: the runtime then reads the
+    profiles from the engine itself."""
+    shape = lambda s: f"{input_name}:{s[0]}x{s[1]}"
+    args = ["trtexec", f"--onnx={onnx_path}", f"--saveEngine={engine_path}"]
+    for k, p in enumerate(profiles):
+        args += [f"--profile={k}", f"--minShapes={shape(p.min)}", f"--optShapes={shape(p.opt)}",
+                 f"--maxShapes={shape(p.max)}"]
+    if network == "strongly-typed":
+        args.append("--stronglyTyped")  # a no-op on TensorRT 11, where every network is
+    else:
+        args += (["--fp16"] if precision == "fp16" else []) + ["--precisionConstraints=obey"]
+        if pinned:
+            args += ["--layerPrecisions=" + ",".join(f"{n}:{t}" for n, (t, _) in pinned.items()),
+                     "--layerOutputTypes=" + ",".join(f"{n}:{'+'.join([t] * k)}" for n, (t, k) in pinned.items())]
+    args += (["--noTF32"] if no_tf32 else []) + [f"--memPoolSize=workspace:{workspace_mib}M"]
+    if optimization_level is not None:
+        args.append(f"--builderOptimizationLevel={optimization_level}")
+    return shlex.join(args + [f"--timingCacheFile={cache_path}", "--skipInference"])
 
 
 def _parse(trt, logger, network, onnx_path: str) -> None:
@@ -154,16 +193,12 @@ def build_engine(
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
     if optimization_level is not None:  # TensorRT's default is 3; 0-1 build in a fraction of the time
         config.builder_optimization_level = optimization_level
-    if hasattr(trt.BuilderFlag, "TF32"):
+    no_tf32 = hasattr(trt.BuilderFlag, "TF32")
+    if no_tf32:
         # TF32 is on by default and rounds FP32 inner products to 10-bit mantissas on Ampere and
         # later: the FP32 islands (the STFT convolution, the mel matrix) must really be FP32
         config.clear_flag(trt.BuilderFlag.TF32)
-    if mode == "precision-constraints":
-        if precision == "fp16":
-            config.set_flag(trt.BuilderFlag.FP16)
-        config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
-        log.info("kwmlp: TensorRT %s, weakly typed network, %d layers pinned to their ONNX precision",
-                 trt.__version__, _pin_precisions(trt, net))
+    pinned = _set_precision_constraints(trt, net, config, precision) if mode == "precision-constraints" else None
     _add_profiles(builder, net, config, profiles)
 
     cache_path = timing_cache_path(device, timing_cache_dir)
@@ -171,6 +206,10 @@ def build_engine(
     plan = builder.build_serialized_network(net, config)
     if plan is None:
         raise KwmlpError(f"TensorRT {trt.__version__} could not build an engine from {onnx_path} (see the log above)")
+    log.info("kwmlp: the same build with trtexec: %s", trtexec_command(
+        onnx_path, engine_path, net.get_input(0).name, profiles, network=mode, precision=precision,
+        workspace_mib=workspace_mib, optimization_level=optimization_level, cache_path=cache_path, no_tf32=no_tf32,
+        pinned=pinned))
     rel = os.path.relpath(os.path.abspath(onnx_path), os.path.dirname(os.path.abspath(engine_path)))
     info = EngineInfo(
         device=device, input_name=net.get_input(0).name, profiles=tuple(profiles), precision=precision,

@@ -32,6 +32,10 @@ class CudaError(RuntimeError):
     pass
 
 
+class BindingsMissing(KwmlpError):
+    """Neither cuda-python nor pycuda is installed (whether or not there is a GPU)."""
+
+
 class CudaRuntime:
     """cuda-python's runtime API: every call's error code is checked."""
 
@@ -238,7 +242,7 @@ def load() -> CudaRuntime | PyCuda:
         try:
             import pycuda.driver as drv
         except ImportError:
-            raise KwmlpError(f"cuda-python is not installed (nor pycuda); {INSTALL_HINT}") from None
+            raise BindingsMissing(f"cuda-python is not installed (nor pycuda); {INSTALL_HINT}") from None
         try:
             api = PyCuda(drv)
         except drv.Error as e:

@@ -5,7 +5,12 @@ Shared by ``kwmlp doctor``, the benchmark's machine record and the backend choic
 
 from __future__ import annotations
 
+import glob
+import importlib.util
+import os
 import platform
+import shutil
+import subprocess
 from functools import lru_cache
 from importlib import metadata
 
@@ -50,3 +55,55 @@ def dist_version(dist: str) -> str | None:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
         return None
+
+
+def module_installed(name: str) -> bool:
+    """Whether ``import name`` would find a module, without importing it.
+
+    A module already imported counts even when its ``__spec__`` is not set (a stand-in put into
+    ``sys.modules``, e.g. by a test or a plugin), where ``find_spec`` raises ValueError; a
+    ``None`` entry there (an import blocked on purpose) does not.
+    """
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ValueError:
+        return True
+
+
+def nvidia_gpus(root: str = "/") -> list[str]:
+    """The NVIDIA GPUs this machine has, found without CUDA bindings (so that a missing cuda-python
+    is not taken for a missing GPU): the driver's ``/proc/driver/nvidia/gpus/*/information``, else
+    ``nvidia-smi`` (containers may mount only that), else a Jetson's integrated GPU (``nvidia,tegra``
+    in the device tree, which the nvgpu driver does not list there). ``root``: where ``/proc`` is."""
+    names = []
+    for info in sorted(glob.glob(os.path.join(root, "proc/driver/nvidia/gpus/*/information"))):
+        fields = dict(line.partition(":")[::2] for line in _read(info).splitlines())
+        names.append(fields.get("Model", "").strip() or "an NVIDIA GPU")
+    if names:
+        return names
+    names = _nvidia_smi_names()
+    if names:
+        return names
+    if "nvidia,tegra" in _read(os.path.join(root, "proc/device-tree/compatible")):
+        return [_read(os.path.join(root, "proc/device-tree/model")).strip("\x00 \n") or "NVIDIA Jetson"]
+    return []
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def _nvidia_smi_names() -> list[str]:
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return []
+    try:
+        r = subprocess.run([smi, "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True,
+                           timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in r.stdout.splitlines() if line.strip()] if r.returncode == 0 else []

@@ -3,10 +3,8 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 from kwmlp.errors import KwmlpError, install_command
-from kwmlp.host import dist_version
+from kwmlp.host import dist_version, module_installed
 
 INSTALL_HINT = (f"install it with: {install_command('gpu')} (x86; {install_command('gpu-cu12')} on a CUDA 12 "
                 "driver), or on a Jetson use JetPack's python3-libnvinfer in a venv made with --system-site-packages")
@@ -27,7 +25,7 @@ def installed_version() -> str | None:
         version = dist_version(dist)
         if version:
             return version
-    if importlib.util.find_spec("tensorrt") is None:
+    if not module_installed("tensorrt"):
         return None
     return import_tensorrt().__version__
 

@@ -25,6 +25,12 @@ MODES = ("multi", "max", "n_voting")
 # The head is trained on one second and hears the first second of a longer window; a longer window
 # only delays the decision, and its buffer is allocated whole (1e7 s asked for 596 GiB).
 MAX_WINDOW_SECONDS = 10.0
+# Each mode's default threshold, chosen by measurement (README, `kwmlp spot`; benchmarks/spot_accuracy.py):
+# per mode, the threshold with the highest share of keyword files answered right minus the share of
+# keyword-free speech files given a keyword, none on noise or silence. 0.85 for each on the 210 keyword
+# clips (alone and in silence) and 200 espeak-ng sentences: 0.8 finds 14 more clips (172 of 210) but
+# gives a keyword to 34 sentences instead of 3; 0.9 finds 27 clips.
+DEFAULT_THRESHOLDS = {"multi": 0.85, "max": 0.85, "n_voting": 0.85}
 
 
 @dataclass(frozen=True)
@@ -112,9 +118,15 @@ def keyword_probabilities(embedder, windows: np.ndarray) -> np.ndarray:
     return softmax(logits)
 
 
-def check_options(window: float, hop: float, threshold: float, mode: str) -> tuple[int, int]:
+def default_threshold(mode: str) -> float:
+    """The threshold ``spot`` uses in ``mode`` when none is given (:data:`DEFAULT_THRESHOLDS`)."""
     if mode not in MODES:
         raise KwmlpError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    return DEFAULT_THRESHOLDS[mode]
+
+
+def check_options(window: float, hop: float, threshold: float, mode: str) -> tuple[int, int]:
+    default_threshold(mode)  # the mode is known
     if not 0.0 <= threshold < 1.0:
         raise KwmlpError(f"threshold must be in [0, 1), got {threshold}")
     if not (math.isfinite(window) and math.isfinite(hop)):
@@ -135,12 +147,17 @@ def put(row: np.ndarray, samples: np.ndarray) -> None:
     row[len(samples) :] = 0.0
 
 
+def top_class(start: int, probs: np.ndarray, win: int) -> Detection:
+    """The window starting at sample ``start`` (``win`` samples, ``probs`` its (35,) probabilities)
+    as a detection of its best class, whatever its probability."""
+    k = int(np.argmax(probs))
+    return Detection(KEYWORDS[k], k, float(probs[k]), start / SAMPLE_RATE, (start + win) / SAMPLE_RATE)
+
+
 def decide(start: int, probs: np.ndarray, win: int, threshold: float) -> Detection | None:
     """The window starting at sample ``start`` as a detection: its best class when above ``threshold``."""
-    k = int(np.argmax(probs))
-    if probs[k] > threshold:
-        return Detection(KEYWORDS[k], k, float(probs[k]), start / SAMPLE_RATE, (start + win) / SAMPLE_RATE)
-    return None
+    d = top_class(start, probs, win)
+    return d if d.confidence > threshold else None
 
 
 class Windows:
@@ -186,21 +203,37 @@ class Windows:
             yield 0, self.buf[: min(self.fill, CHUNK_SAMPLES)]
 
 
-def spot_stream(
-    embedder, pieces: Iterable[np.ndarray], window: float = 1.0, hop: float = 0.25, threshold: float = 0.85,
+@dataclass(frozen=True)
+class Spotting:
+    """What :func:`spot_scan` found: ``detections`` (what :func:`spot_stream` returns), the
+    ``threshold`` they passed, and ``best``, the most confident window whatever the threshold (its
+    best class; None when the audio had no samples): why nothing was found, when nothing was."""
+
+    detections: list[Detection]
+    threshold: float
+    best: Detection | None
+
+
+def spot_scan(
+    embedder, pieces: Iterable[np.ndarray], window: float = 1.0, hop: float = 0.25, threshold: float | None = None,
     mode: str = "multi", batch_size: int = 64,
-) -> list[Detection]:
-    """:func:`spot` over audio arriving in pieces (float32 ``(n,)`` at 16 kHz, e.g. read from a long
-    file block by block); memory stays bounded by one piece plus one batch of windows."""
+) -> Spotting:
+    """:func:`spot_stream`, with the threshold used and the most confident window (:class:`Spotting`)."""
+    threshold = default_threshold(mode) if threshold is None else threshold
     win, step = check_options(window, hop, threshold, mode)
     cutter = Windows(win, step)
     found: list[Detection] = []
     starts: list[int] = []
+    best: Detection | None = None  # the most confident window so far
     batch = np.zeros((max(1, batch_size), CHUNK_SAMPLES), np.float32)
 
     def run():
+        nonlocal best
         probs = keyword_probabilities(embedder, batch[: len(starts)])
         found.extend(d for s, p in zip(starts, probs) if (d := decide(s, p, win, threshold)) is not None)
+        k = int(np.argmax(probs.max(axis=1)))  # the first one on ties, as mode "max"
+        if best is None or probs[k].max() > best.confidence:
+            best = top_class(starts[k], probs[k], win)
         starts.clear()
 
     def take(windows):
@@ -215,11 +248,20 @@ def spot_stream(
     take(cutter.finish())
     if starts:
         run()
-    return aggregate(found, mode)
+    return Spotting(aggregate(found, mode), threshold, best)
+
+
+def spot_stream(
+    embedder, pieces: Iterable[np.ndarray], window: float = 1.0, hop: float = 0.25, threshold: float | None = None,
+    mode: str = "multi", batch_size: int = 64,
+) -> list[Detection]:
+    """:func:`spot` over audio arriving in pieces (float32 ``(n,)`` at 16 kHz, e.g. read from a long
+    file block by block); memory stays bounded by one piece plus one batch of windows."""
+    return spot_scan(embedder, pieces, window, hop, threshold, mode, batch_size).detections
 
 
 def spot(
-    embedder, audio: np.ndarray, window: float = 1.0, hop: float = 0.25, threshold: float = 0.85,
+    embedder, audio: np.ndarray, window: float = 1.0, hop: float = 0.25, threshold: float | None = None,
     mode: str = "multi", batch_size: int = 64,
 ) -> list[Detection]:
     """Keywords in float32 ``(n,)`` 16 kHz ``audio``, found with sliding windows of ``window`` seconds
@@ -228,6 +270,7 @@ def spot(
     Returns, in time order: every window whose best class has probability above ``threshold``
     (``mode="multi"``); only the most confident one (``"max"``); or one detection for the class
     with most such windows (``"n_voting"``, ties to the earlier class in :data:`KEYWORDS`).
+    ``threshold`` None: the mode's default (:data:`DEFAULT_THRESHOLDS`).
     """
     return spot_stream(embedder, [as_clip(audio, allow_empty=True)], window, hop, threshold, mode, batch_size)
 

@@ -11,7 +11,6 @@ provider, so a CPU-only machine never loads them.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import platform
@@ -23,6 +22,7 @@ from kwmlp.artifact import (
     require_file,
 )
 from kwmlp.errors import KwmlpError
+from kwmlp.host import module_installed
 from kwmlp.runtime import onnxruntime_backend as ortb
 from kwmlp.runtime.runner import Runner
 
@@ -153,7 +153,7 @@ def cpu_choice(scene: str = "iterative", live: bool = False) -> tuple[str, str]:
         return "onnxruntime-cpu", "one window at a time: ONNX Runtime measured cheaper per paced window"
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return "onnxruntime-cpu", f"OpenVINO is not measured on {platform.machine()} CPUs"
-    if importlib.util.find_spec("openvino") is None:
+    if not module_installed("openvino"):
         return "onnxruntime-cpu", "openvino is not installed"
     if scene == "single":
         return "onnxruntime-cpu", "OpenVINO misses the parity bar on the single scene (1.9e-3 > 1e-3)"
@@ -184,7 +184,7 @@ def _gpu_provider_absent(name: str, available: list[str]) -> str | None:
     provider = ortb.ORT_BACKENDS[name]
     if provider not in available:
         return f"{provider} is not in this onnxruntime"
-    if name == "onnxruntime-trt" and importlib.util.find_spec("tensorrt") is None:
+    if name == "onnxruntime-trt" and not module_installed("tensorrt"):
         # the provider needs TensorRT's libraries, and its cache key TensorRT's version
         return "TensorrtExecutionProvider needs the tensorrt package"
     return None
@@ -224,7 +224,7 @@ class Choice:
 def explain_auto(path: str, device: str = "auto") -> Choice:
     """What :func:`open_model` with ``backend="auto"`` would run here, found without opening a
     session or deserializing an engine: an offered ONNX Runtime GPU provider is assumed to start."""
-    from kwmlp.runtime.tensorrt_backend import engine_problem
+    from kwmlp.runtime.tensorrt_backend import engine_problem, unchecked
 
     _, device = _check_choice("auto", device)
     require_file(path)
@@ -232,7 +232,7 @@ def explain_auto(path: str, device: str = "auto") -> Choice:
     onnx_path, engine = _locate(path, "auto", device, why)
     problem = engine_problem(engine) if engine else None
     if engine and problem is None:
-        return Choice("tensorrt", [f"engine {os.path.basename(engine)} matches this GPU and TensorRT"])
+        return Choice("tensorrt", [unchecked(engine) or f"engine {os.path.basename(engine)} matches this GPU and TensorRT"])
     if problem:
         why.failed.append(problem)
     available = ortb.available_providers()

@@ -9,18 +9,27 @@ context of its own (:class:`TrtShapeExecutor`) in a bounded cache
 (:mod:`kwmlp.runtime.device_graph`, shared with ONNX Runtime's CUDA path): one plain run, then a
 captured CUDA graph replayed on every later call at that shape, whatever other shapes run between.
 
+An engine built without ``kwmlp build`` (trtexec, Polygraphy) has no sidecar: its profiles are
+read from the engine itself, the export's settings from the ONNX beside it, and the checks only the
+sidecar allows (the GPU and TensorRT version it was built for) are left to TensorRT, which refuses
+to deserialize a plan of another version or GPU; one log line says so.
+
 ``tensorrt`` and the CUDA bindings are imported when a runner is created, never at import.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 
 import numpy as np
 
 from kwmlp.errors import KwmlpError
-from kwmlp.artifact.sidecar import EngineInfo, first_fitting, mismatch, read_sidecar, rows_per_call, this_device
+from kwmlp.artifact import onnx_beside, read_model_info, require_file
+from kwmlp.artifact.sidecar import (
+    EngineInfo, Profile, find_sidecar, first_fitting, mismatch, rows_per_call, sidecar_path, this_device,
+)
 from kwmlp.runtime.device_graph import Executor, GraphReport, ShapeCache, ShapedRun, TensorSpec, run_in_lanes
 from kwmlp.runtime.runner import Runner, run_in_rows
 from kwmlp.trt import import_tensorrt, logger as trt_logger
@@ -39,10 +48,21 @@ def _tensorrt():
         raise EngineMismatch(str(e)) from None
 
 
-def _check_here(path: str) -> tuple[EngineInfo, object, object]:
-    """(sidecar record, tensorrt, CUDA API) for an engine that can run here; EngineMismatch otherwise."""
+def unchecked(path: str) -> str | None:
+    """For an engine without a sidecar, the sentence saying which checks are left to TensorRT; else None."""
+    if find_sidecar(path) is not None:
+        return None
+    return (f"{os.path.basename(path)} has no sidecar {os.path.basename(sidecar_path(path))} (built with trtexec or "
+            f"Polygraphy?): profiles read from the engine, settings from {os.path.basename(onnx_beside(path))}; "
+            "not checked: the GPU and TensorRT version it was built for (TensorRT refuses it if they differ)")
+
+
+def _check_here(path: str) -> tuple[EngineInfo | None, object, object]:
+    """(sidecar record or None, tensorrt, CUDA API) for an engine that can run here; EngineMismatch
+    otherwise. Without a sidecar the device checks are TensorRT's, when it deserializes the engine."""
     try:
-        info = read_sidecar(path)
+        require_file(path, "TensorRT engine")
+        info = find_sidecar(path)
     except KwmlpError as e:
         raise EngineMismatch(str(e)) from None
     trt = _tensorrt()
@@ -52,6 +72,8 @@ def _check_here(path: str) -> tuple[EngineInfo, object, object]:
         cuda = cuda_api.load()
     except KwmlpError as e:
         raise EngineMismatch(str(e)) from None
+    if info is None:
+        return None, trt, cuda
     with cuda.context():
         here = this_device(trt, cuda)
     reason = mismatch(info.device, here)
@@ -62,12 +84,30 @@ def _check_here(path: str) -> tuple[EngineInfo, object, object]:
 
 def engine_problem(path: str) -> str | None:
     """Why the engine at ``path`` cannot run here (no TensorRT, no GPU, built for another GPU or
-    TensorRT version), or None when it matches; no engine is deserialized."""
+    TensorRT version), or None when it matches (or, without a sidecar, when :func:`unchecked`
+    says what is left to TensorRT); no engine is deserialized."""
     try:
         _check_here(path)
     except EngineMismatch as e:
         return str(e)
     return None
+
+
+def engine_profiles(engine, trt, path: str) -> tuple[Profile, ...]:
+    """The optimization profiles a deserialized TensorRT engine holds for its one 2-D input
+    (``engine.get_tensor_profile_shape(name, k)`` -> (min, opt, max) for each of
+    ``engine.num_optimization_profiles``): what a sidecar records for an engine of ``kwmlp build``."""
+    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+    name = next(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
+    out = []
+    for k in range(engine.num_optimization_profiles):
+        shapes = [tuple(int(d) for d in s) for s in engine.get_tensor_profile_shape(name, k)]
+        if len(shapes) != 3 or any(len(s) != 2 for s in shapes):
+            raise EngineMismatch(f"{path}: its input {name} has profile {k} shapes {shapes}, expected (batch, samples)")
+        out.append(Profile(f"profile{k}", *shapes))
+    if not out:
+        raise EngineMismatch(f"{path} holds no optimization profile for its input {name}")
+    return tuple(out)
 
 
 class _Buffer:
@@ -243,7 +283,8 @@ class _Worker:
 
 
 class TrtRunner(Runner):
-    """A TensorRT engine written by ``kwmlp build``: a :class:`~kwmlp.runtime.runner.Runner`.
+    """A TensorRT engine written by ``kwmlp build`` (or, without its sidecar, by trtexec or
+    Polygraphy from a kwmlp-rt export): a :class:`~kwmlp.runtime.runner.Runner`.
 
     ``run`` is thread-safe (a worker per thread); batches larger than every profile that takes
     the input's length run in pieces. Raises :class:`EngineMismatch` when the engine cannot run
@@ -252,7 +293,10 @@ class TrtRunner(Runner):
 
     def __init__(self, path: str, cuda_graph: bool = False):
         self.path = path
-        self.info, trt, self.cuda = _check_here(path)
+        self.info, trt, self.cuda = _check_here(path)  # info: the sidecar, None for an engine without one
+        self._metadata = read_model_info(path).to_props()  # the sidecar's record, or the ONNX beside it
+        if self.info is None:
+            log.info("kwmlp: %s", unchecked(path))
         self.trt, self.cuda_graph = trt, cuda_graph
         self.fixed_shapes = cuda_graph  # calls at repeated shapes replay: the embedder pads calls to few shapes
         self._runtime = trt.Runtime(trt_logger(trt))  # outlives every engine deserialized from it
@@ -262,13 +306,17 @@ class TrtRunner(Runner):
         self._local = threading.local()
         self._workers: list[_Worker] = []
         self._closed = False
+        if self.info is not None:
+            self.profiles = self.info.profiles
+        else:
+            with self.cuda.context():
+                self.profiles = engine_profiles(self._engine(), trt, path)
         first = self._worker()
         self.backend = "tensorrt"
         self.inputs = tuple(first.inputs)
         self.outputs = tuple(first.outputs)
         self.providers = [f"TensorRT {trt.__version__}"]
-        self._metadata = self.info.model_info().to_props()
-        self.max_samples = max(p.max[1] for p in self.info.profiles)
+        self.max_samples = max(p.max[1] for p in self.profiles)
 
     @property
     def metadata(self) -> dict[str, str]:
@@ -287,14 +335,14 @@ class TrtRunner(Runner):
         w = getattr(self._local, "worker", None)
         if w is None:
             with self._lock, self.cuda.context():
-                w = _Worker(self.trt, self.cuda, self._engine, self.info.profiles, self.cuda_graph)
+                w = _Worker(self.trt, self.cuda, self._engine, self.profiles, self.cuda_graph)
                 self._workers.append(w)
             self._local.worker = w
         return w
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         (x,) = feeds.values()
-        profile, rows = rows_per_call(self.info.profiles, x.shape, self.path)
+        profile, rows = rows_per_call(self.profiles, x.shape, self.path)
         w = self._worker()
         with self.cuda.context():
             if w.shapes is not None and len(x) > rows:  # pieces on two streams, copies overlapping compute
@@ -309,7 +357,7 @@ class TrtRunner(Runner):
     def run_device(self, feeds: dict[str, np.ndarray]) -> dict:
         """:meth:`run` with the outputs left on the GPU (one call within one profile; CUDA graphs on)."""
         (x,) = feeds.values()
-        profile, rows = rows_per_call(self.info.profiles, x.shape, self.path)
+        profile, rows = rows_per_call(self.profiles, x.shape, self.path)
         w = self._worker()
         if w.shapes is None or len(x) > rows:
             raise KwmlpError(f"{self.path}: results stay on the GPU only with cuda_graph=True and at most "

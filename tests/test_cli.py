@@ -96,3 +96,15 @@ def test_export_with_a_too_early_opset_is_refused(random_checkpoint, tmp_path):
 def test_debug_shows_traceback():
     r = _cli("--debug", "info", "/nonexistent.onnx")
     assert r.returncode == 1 and "Traceback" in r.stderr
+
+
+def test_every_command_and_option_is_described():
+    import argparse
+
+    from kwmlp.apps.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    undescribed = [name for name, p in sub.choices.items() if not p.description]
+    unexplained = [f"{name} {a.option_strings[0] if a.option_strings else a.dest}"
+                   for name, p in sub.choices.items() for a in p._actions if not a.help]
+    assert (undescribed, unexplained) == ([], [])

@@ -131,7 +131,7 @@ def test_failed_build_is_a_fallback_not_an_error_in_run(random_exported, gpu_ses
         ortb.OrtRunner(random_exported(), providers=_trt_providers())
     # auto: the failure is one reason in the announcement, and the next step runs
     monkeypatch.setattr(ortb, "available_providers", lambda: [TRT, CPU])
-    monkeypatch.setattr(loader.importlib.util, "find_spec", lambda name, *a: object())
+    monkeypatch.setattr(loader, "module_installed", lambda name: True)
     monkeypatch.setattr(ortb, "providers_for", lambda backend, graph_input="audio":
                         _trt_providers(graph_input) if backend == "onnxruntime-trt" else [CPU])
     monkeypatch.setattr(loader, "cpu_choice", lambda scene, live=False: ("onnxruntime-cpu", "test"))
@@ -151,7 +151,7 @@ def test_trt_cache_dir_needs_no_tensorrt_import(monkeypatch, tmp_path):
     monkeypatch.setattr(trt, "dist_version", lambda dist: "10.16.0" if dist == "tensorrt-cu13" else None)
     assert trt_cache_dir() == str(tmp_path / "kwmlp" / "tensorrt" / "ort-trt10.16.0")
     monkeypatch.setattr(trt, "dist_version", lambda dist: None)
-    monkeypatch.setattr(trt.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(trt, "module_installed", lambda name: False)
     with pytest.raises(KwmlpError, match="TensorrtExecutionProvider needs TensorRT, which is not installed"):
         trt_cache_dir()
 

@@ -1,5 +1,7 @@
-"""``kwmlp.apps.hear_api``: the HEAR 2021 common API on the runtime, against the reference vectors and the validator."""
+"""``kwmlp.apps.hear_api``: the HEAR 2021 common API on the runtime, against the reference vectors and the validator;
+and ``kwmlp.hear``, the short name HEAR's tools are given."""
 
+import subprocess
 import sys
 import types
 
@@ -88,10 +90,26 @@ def validator(monkeypatch):
     return ValidateModel
 
 
+def test_the_short_name_is_the_api_and_imports_no_torch():
+    code = ("import sys, kwmlp.hear as h; assert 'torch' not in sys.modules, 'torch imported'; "
+            "assert {'load_model', 'get_timestamp_embeddings', 'get_scene_embeddings'} <= set(dir(h)); "
+            "from kwmlp.apps import hear_api; "
+            "assert (h.load_model, h.get_timestamp_embeddings, h.get_scene_embeddings) == "
+            "(hear_api.load_model, hear_api.get_timestamp_embeddings, hear_api.get_scene_embeddings); "
+            "from kwmlp.hear import get_scene_embeddings; print('ok')")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.stdout.strip() == "ok", r.stderr
+    with pytest.raises(AttributeError, match="module 'kwmlp.hear' has no attribute 'embed'"):
+        import kwmlp.hear
+
+        kwmlp.hear.embed  # noqa: B018
+
+
+@pytest.mark.parametrize("module", ["kwmlp.hear", "kwmlp.apps.hear_api"])
 @pytest.mark.parametrize("kind", ["pth", "onnx"])
-def test_hear_validator(validator, checkpoint, exported, kind, capsys):
+def test_hear_validator(validator, checkpoint, exported, kind, module, capsys):
     path = checkpoint if kind == "pth" else exported()
-    validator("kwmlp.apps.hear_api", path, device="cpu")()  # raises ModelError on any violation
+    validator(module, path, device="cpu")()  # raises ModelError on any violation
     out = capsys.readouterr().out
     assert "Received embedding of shape: torch.Size([16, 200, 64])" in out
     assert "Received embedding of shape: torch.Size([8, 1024])" in out

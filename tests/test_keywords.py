@@ -1,5 +1,6 @@
 """Keyword spotting on the trained head: classify one-second clips, spot keywords in long audio."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -126,7 +127,8 @@ def test_spot_cli_matches_python(exported, embedder, sentence):
     assert r.returncode == 0, r.stderr
     [row] = json.loads(r.stdout)
     expected = spot(embedder, audio.load(path), hop=0.5)
-    assert same([Detection(**d) for d in row["detections"]], expected) and expected
+    shown = [dataclasses.replace(d, confidence=round(d.confidence, 3)) for d in expected]  # JSON shows 3 digits
+    assert same([Detection(**d) for d in row["detections"]], shown) and expected
 
 
 def test_short_audio_gets_one_padded_window(embedder):
@@ -172,3 +174,71 @@ def test_classify_missing_model_is_one_line(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert r.stderr.strip() == f"kwmlp classify: error: model file {tmp_path / 'none.onnx'} does not exist"
+
+
+def test_one_window_reads_the_same_in_classify_spot_and_listen(exported, tmp_path, capsys):
+    clip = audio.load(keyword_files()[0])
+    second = np.zeros(16000, np.float32)  # exactly one second: classify's window is spot's and listen's
+    second[(16000 - len(clip)) // 2 :][: len(clip)] = clip
+    path = tmp_path / "one_second.wav"
+    sf.write(path, second, 16000, subtype="FLOAT")
+    shown = {}
+    assert main(["classify", exported(), str(path), "--top-k", "1", "--json"]) == 0
+    shown["classify"] = json.loads(capsys.readouterr().out)[0]["top"][0]["probability"]
+    assert main(["spot", exported(), str(path), "--threshold", "0.1", "--json"]) == 0
+    shown["spot"] = json.loads(capsys.readouterr().out)[0]["detections"][0]["confidence"]
+    assert main(["listen", exported(), str(path), "--raw", "--threshold", "0.1", "--json"]) == 0
+    shown["listen"] = json.loads(capsys.readouterr().out.splitlines()[0])["confidence"]
+    assert len(set(shown.values())) == 1 and all(v == round(v, 3) for v in shown.values()), shown
+
+
+def test_nothing_found_says_why(exported, embedder, tmp_path, capsys):
+    x = np.random.default_rng(5).normal(0, 0.05, 40000).astype(np.float32)
+    path = tmp_path / "noise.wav"
+    sf.write(path, x, 16000, subtype="FLOAT")
+    [b] = spot(embedder, x, threshold=0.0, mode="max")  # the most confident window, whatever its probability
+    assert b.confidence < 0.85
+    for mode in ("multi", "max", "n_voting"):
+        assert main(["spot", exported(), str(path), "--mode", mode]) == 0
+        assert capsys.readouterr().out == (f"{path}: no keyword: no window above 0.85 (best: {b.label!r} "
+                                           f"{b.confidence:.3f} at {b.start_s:g}-{b.end_s:g} s)\n")
+    assert main(["spot", exported(), str(path), "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["detections"] == [] and row["threshold"] == 0.85
+    assert row["best"] == {**dataclasses.asdict(b), "confidence": round(b.confidence, 3)}
+
+
+def test_each_modes_default_threshold_is_one_fact(exported, embedder, monkeypatch, capsys):
+    from kwmlp.runtime import keywords
+
+    def near_miss():  # a clip whose best window is its own word, under the default threshold
+        for f in keyword_files():
+            scan = keywords.spot_scan(embedder, [audio.load(f)])
+            if scan.best.label == f.name.split("__")[0] and 0.6 < scan.best.confidence < 0.85:
+                return f, scan.best
+        pytest.skip("no keyword clip scores between 0.6 and 0.85")
+
+    path, best = near_miss()
+    x = audio.load(path)
+    monkeypatch.setitem(keywords.DEFAULT_THRESHOLDS, "max", 0.5)  # max's default, and only max's
+    assert [d.label for d in spot(embedder, x, mode="max")] == [best.label]
+    assert spot(embedder, x, mode="multi") == spot_stream(embedder, [x], mode="n_voting") == []
+    assert main(["spot", exported(), str(path), "--mode", "max"]) == 0
+    assert capsys.readouterr().out.split()[5:7] == [best.label, f"{best.confidence:.3f}"]
+    assert main(["spot", exported(), str(path), "--mode", "multi"]) == 0
+    assert "no keyword: no window above 0.85" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["spot", "--help"])
+    assert "0.85 for multi, 0.5 for max, 0.85 for n_voting" in " ".join(capsys.readouterr().out.split())
+
+
+def test_spot_accuracy_replays_spot(embedder):
+    from kwmlp.benchmarks.spot_accuracy import answer, window_probabilities
+
+    clips = [audio.load(f) for f in keyword_files()[::40]]
+    x = np.concatenate([np.zeros(5000, np.float32), *clips, *clips, np.zeros(3000, np.float32)])  # > 5 s: windows move
+    for audio_ in [*clips, x]:
+        windows = window_probabilities(embedder, audio_)
+        for mode in ("multi", "max", "n_voting"):
+            for t in (0.3, 0.85):
+                assert answer(windows, mode, t) == [d.label for d in spot(embedder, audio_, mode=mode, threshold=t)]

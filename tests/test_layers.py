@@ -1,5 +1,6 @@
 """Dependencies point one way: base (kwmlp/ outside apps/) <- models <- export; base <- runtime;
-applications (kwmlp/apps, benchmarks) on top. Checked on every import statement, lazy ones too."""
+applications (kwmlp/apps, benchmarks, and the entry points kwmlp/__main__.py and kwmlp/hear.py, the
+HEAR API's public name) on top. Checked on every import statement, lazy ones too."""
 
 import ast
 from pathlib import Path
@@ -7,6 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+ENTRY_POINTS = ("__main__", "hear")  # kwmlp/NAME.py modules that belong to the applications
 ALLOWED = {
     "base": {"base"},
     "models": {"base", "models"},
@@ -20,7 +22,7 @@ def _layer_of_file(path: Path) -> str:
     rel = path.relative_to(ROOT).parts
     if rel[0] in ("models", "export", "runtime"):
         return rel[0]
-    return "apps" if rel[0] == "benchmarks" or rel[1] in ("apps", "__main__.py") else "base"
+    return "apps" if rel[0] == "benchmarks" or rel[1] in ("apps",) + tuple(f"{e}.py" for e in ENTRY_POINTS) else "base"
 
 
 def _layer_of_module(name: str) -> str | None:
@@ -31,7 +33,7 @@ def _layer_of_module(name: str) -> str | None:
         return "base"
     if parts[1] in ("models", "export", "runtime"):
         return parts[1]
-    return "apps" if parts[1] in ("apps", "benchmarks") else "base"
+    return "apps" if parts[1] in ("apps", "benchmarks") + ENTRY_POINTS else "base"
 
 
 def _imports(path: Path):

@@ -135,14 +135,11 @@ def test_missing_openvino_names_the_extra(monkeypatch, random_exported):
     ("x86_64", True, "openvino"), ("x86_64", False, "onnxruntime-cpu"), ("aarch64", True, "onnxruntime-cpu"),
 ])
 def test_auto_rule_on_a_cpu(monkeypatch, machine, installed, want):
-    import importlib.util
-
     from kwmlp.runtime import loader
 
-    real = importlib.util.find_spec
+    real = loader.module_installed
     monkeypatch.setattr(loader.platform, "machine", lambda: machine)
-    monkeypatch.setattr(loader.importlib.util, "find_spec",
-                        lambda name, *a: (real("json") if installed else None) if name == "openvino" else real(name, *a))
+    monkeypatch.setattr(loader, "module_installed", lambda name: installed if name == "openvino" else real(name))
     backend, why = loader.cpu_choice()
     assert backend == want and why
     assert loader.cpu_choice("single")[0] == "onnxruntime-cpu"  # OpenVINO's Resize misses the parity bar there

@@ -294,3 +294,31 @@ def test_build_without_cuda_bindings_is_one_line(random_exported):
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert r.returncode == 1 and len(lines) == 1, r.stderr
     assert lines[0].startswith("kwmlp build: error: cuda-python is not installed (nor pycuda)")
+
+
+def test_build_logs_the_trtexec_command_of_what_it_builds(onnx_file, tmp_path, caplog):
+    trt, calls = fake_tensorrt()
+    with caplog.at_level(logging.INFO, logger="kwmlp"):
+        _build(onnx_file, tmp_path, trt, workspace_mib=512, optimization_level=1)
+    [line] = [r.getMessage() for r in caplog.records if "trtexec" in r.getMessage()]
+    engine, cache = tmp_path / "out" / "m.engine", tmp_path / "cache" / "orin-sm8.7-trt10.3.0.timing-cache"
+    assert line == (f"kwmlp: the same build with trtexec: trtexec --onnx={onnx_file} --saveEngine={engine} "
+                    "--profile=0 --minShapes=audio:1x1 --optShapes=audio:1x16000 --maxShapes=audio:8x32000 "
+                    "--profile=1 --minShapes=audio:1x1 --optShapes=audio:16x160000 --maxShapes=audio:64x160000 "
+                    "--profile=2 --minShapes=audio:1x1 --optShapes=audio:1x960000 --maxShapes=audio:1x9600000 "
+                    "--stronglyTyped --noTF32 --memPoolSize=workspace:512M --builderOptimizationLevel=1 "
+                    f"--timingCacheFile={cache} --skipInference")
+    # the same profiles, typing, TF32, workspace and level as the builder was given
+    assert calls["profiles"] == [{"audio": (p.min, p.opt, p.max)} for p in tb.profiles_from_options()]
+    assert calls["cleared"] == ["TF32"] and calls["workspace"] == 512 << 20
+    assert calls["config"].builder_optimization_level == 1 and calls["network_flags"] == 1 << 5
+
+
+def test_trtexec_command_of_the_precision_constraints_path(onnx_file, tmp_path, caplog):
+    trt, calls = fake_tensorrt(strongly_typed=False)
+    with caplog.at_level(logging.INFO, logger="kwmlp"):
+        _build(onnx_file, tmp_path, trt)
+    [line] = [r.getMessage() for r in caplog.records if "trtexec" in r.getMessage()]
+    assert " --fp16 --precisionConstraints=obey --layerPrecisions=stft:fp32,block0:fp16 " \
+           "--layerOutputTypes=stft:fp32,block0:fp16 --noTF32 " in line and "--stronglyTyped" not in line
+    assert calls["precisions"] == {"stft": "float32", "block0": "float16"}

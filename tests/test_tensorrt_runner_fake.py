@@ -29,6 +29,12 @@ class FakeCuda:
     def device(self):
         return "Fake GPU", "8.7", "12.6"
 
+    def memory(self):
+        return 6 * 2**30, 8 * 2**30
+
+    def driver_version(self):
+        return "12.6"
+
     def stream(self):
         return object()
 
@@ -140,9 +146,14 @@ def fake_tensorrt(profiles):
             self.outputs = [o.name for o in self.session.get_outputs()]
             self.names = [self.input] + self.outputs
             self.num_io_tensors = len(self.names)
+            self.num_optimization_profiles = len(profiles)
 
         def get_tensor_name(self, i):
             return self.names[i]
+
+        def get_tensor_profile_shape(self, name, k):
+            assert name == self.input and 0 <= k < len(profiles)  # TensorRT raises for other tensors and indices
+            return [list(profiles[k].min), list(profiles[k].opt), list(profiles[k].max)]  # min, opt, max
 
         def get_tensor_mode(self, name):
             return "in" if name == self.input else "out"
@@ -307,17 +318,78 @@ def test_a_worker_per_thread(fake_engine):
     assert len(e._runner._workers) == 3  # the main thread's and one per thread
 
 
-def test_engine_for_another_gpu_falls_back(fake_engine, caplog, monkeypatch):
+@pytest.mark.parametrize("providers", [
+    ["CPUExecutionProvider"],
+    # a GPU machine's onnxruntime-gpu: the fallback then looks for TensorRT (here the stand-in module
+    # without a __spec__, on which importlib.util.find_spec raises) before trying the provider
+    ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+], ids=["cpu", "gpu"])
+def test_engine_for_another_gpu_falls_back(fake_engine, caplog, monkeypatch, providers):
     import logging
 
     from kwmlp.runtime import Embedder
+    from kwmlp.runtime import onnxruntime_backend as ortb
     from kwmlp.runtime.tensorrt_backend import EngineMismatch
 
     engine, onnx_path, cuda = fake_engine
+    monkeypatch.setattr(ortb, "available_providers", lambda: providers)
     monkeypatch.setattr(cuda, "device", lambda: ("NVIDIA H100", "9.0", "12.6"))
     with pytest.raises(EngineMismatch, match=r"cannot run here: it was built for Fake GPU \(compute capability 8.7\)"):
         Embedder(engine, backend="tensorrt", cuda_graph=False)
     with caplog.at_level(logging.INFO, logger="kwmlp"):
         e = Embedder(engine)
-    assert e.backend in ("onnxruntime-cpu", "openvino")
-    assert any("falling back to" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert e.backend != "tensorrt"  # whichever ONNX backend this machine starts: the export behind the engine
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(w.endswith(f"falling back to {onnx_path}") for w in warnings), warnings
+
+
+def test_an_engine_without_sidecar_runs_on_the_profiles_it_holds(fake_engine, caplog, monkeypatch, capsys):
+    """As trtexec or Polygraphy leave engines: no .engine.json, the export they were built from beside them."""
+    import logging
+    import os
+    import shutil
+
+    from kwmlp.artifact import keywords_path_for
+    from kwmlp.artifact.sidecar import Profile
+    from kwmlp.runtime import Embedder
+
+    engine, onnx_path, cuda = fake_engine
+    folder = os.path.dirname(engine)
+    for name in ("kwmlp.engine", "kwmlp.keywords.engine"):
+        os.remove(os.path.join(folder, name + ".json"))
+    shutil.copy(onnx_path, os.path.join(folder, "kwmlp.onnx"))
+    shutil.copy(keywords_path_for(onnx_path), os.path.join(folder, "kwmlp.keywords.onnx"))
+    monkeypatch.setattr(cuda, "device", lambda: ("NVIDIA H100", "9.0", "12.6"))  # not checked without a sidecar
+    with caplog.at_level(logging.INFO, logger="kwmlp"):
+        e = Embedder(engine, backend="tensorrt")
+    ort = Embedder(onnx_path, backend="onnxruntime-cpu")
+    assert e.backend == "tensorrt" and e.info == ort.info
+    assert e._runner.profiles == (Profile("profile0", (1, 1), (1, 16000), (2, 48000)),)  # read from the engine
+    said = [r.getMessage() for r in caplog.records if "has no sidecar" in r.getMessage()]
+    assert said == ["kwmlp: kwmlp.engine has no sidecar kwmlp.engine.json (built with trtexec or Polygraphy?): profiles "
+                    "read from the engine, settings from kwmlp.onnx; not checked: the GPU and TensorRT version it was "
+                    "built for (TensorRT refuses it if they differ)"]
+    audio = np.random.default_rng(3).uniform(-0.5, 0.5, (5, 16000 * 4)).astype(np.float32)  # 5 > 2 clips, 4 s > 3 s
+    got, want = e.embed(audio), ort.embed(audio)
+    assert max_abs(got.scene_embeddings, want.scene_embeddings) <= 1e-5
+    assert max_abs(got.timestamp_embeddings, want.timestamp_embeddings) <= 1e-5
+    windows = np.random.default_rng(4).uniform(-0.5, 0.5, (9, 16000)).astype(np.float32)  # the keyword engine's too
+    assert max_abs(e.keyword_logits(windows), ort.keyword_logits(windows)) <= 1e-5
+    from kwmlp.apps.cli import main  # and `kwmlp doctor` says what it could not check, not that it matches
+
+    assert main(["doctor", engine]) == 0
+    out = capsys.readouterr().out
+    assert f"  engine     {engine}: {said[0][len('kwmlp: '):]}" in out and "  auto runs  tensorrt" in out
+
+
+def test_an_engine_without_sidecar_or_onnx_says_what_it_needs(fake_engine):
+    import os
+
+    from kwmlp.errors import KwmlpError
+    from kwmlp.runtime import Embedder
+
+    engine, _, _ = fake_engine
+    os.remove(engine + ".json")
+    with pytest.raises(KwmlpError, match=r"kwmlp.engine has no sidecar kwmlp.engine.json \(it was not built by `kwmlp "
+                                         r"build`\) and no kwmlp.onnx beside it to read the export's settings from"):
+        Embedder(engine, backend="tensorrt")

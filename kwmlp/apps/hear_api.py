@@ -7,7 +7,7 @@ not from the PyTorch reference. ``load_model`` takes the original ``.pth`` check
 first use into the data folder, :func:`kwmlp.paths.data_dir`, keyed by its sha256) or an exported
 ``.onnx``.
 
-Validate with ``hear-validator kwmlp.apps.hear_api -m kwmlp.pth``. This module needs torch.
+Its public name is :mod:`kwmlp.hear` (``hear-validator kwmlp.hear -m kwmlp.pth``). This module needs torch.
 """
 
 from __future__ import annotations

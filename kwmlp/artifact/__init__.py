@@ -9,7 +9,9 @@ An export of ``NAME.onnx`` (``kwmlp export``) is
   (:mod:`kwmlp.artifact.shapes`);
 
 and ``kwmlp build -o NAME.engine`` adds ``NAME.engine`` and ``NAME.keywords.engine``, each with a
-``.json`` sidecar (:mod:`kwmlp.artifact.sidecar`) naming the ONNX it was built from. Every other
+``.json`` sidecar (:mod:`kwmlp.artifact.sidecar`) naming the ONNX it was built from. An engine
+built otherwise (trtexec, Polygraphy) has no sidecar: its ONNX is ``NAME.onnx`` beside it (and
+``NAME.keywords.onnx`` that of ``NAME.keywords.engine``). Every other
 module asks this one; none builds these names or checks these files itself. Pure Python except
 :func:`open_onnx` and :func:`read_model_info` on an ``.onnx``, which use ONNX Runtime.
 """
@@ -23,16 +25,16 @@ from kwmlp.artifact.metadata import LAYOUT_EMBEDDINGS, LAYOUT_KEYWORDS, ModelInf
 from kwmlp.artifact.shapes import (
     check_fixed_shape, fixed_shape_files, fixed_shape_of_name, fixed_shape_path, format_fixed_shape, parse_fixed_shape,
 )
-from kwmlp.artifact.sidecar import EngineInfo, read_sidecar, sidecar_path
+from kwmlp.artifact.sidecar import EngineInfo, find_sidecar, read_sidecar, sidecar_path
 from kwmlp.dims import HOP_LENGTH
 from kwmlp.errors import KwmlpError, first_line
 from kwmlp.pth import is_checkpoint
 
 __all__ = [
     "EMBEDDING_DIMS", "EMBEDDING_INPUT", "EMBEDDING_OUTPUTS", "KEYWORD_DIMS", "io_shapes", "ENGINE_SUFFIXES", "KEYWORD_INPUT", "KEYWORD_OUTPUTS",
-    "LAYOUT_EMBEDDINGS", "LAYOUT_KEYWORDS", "ModelInfo", "engine_beside", "engine_keywords_path",
-    "is_engine", "is_keywords_file", "keywords_path_for", "onnx_behind", "read_model_info",
-    "open_onnx", "require_file", "keywords_model_path", "sidecar_path",
+    "LAYOUT_EMBEDDINGS", "LAYOUT_KEYWORDS", "ModelInfo", "check_model", "engine_beside", "engine_keywords_path",
+    "is_engine", "is_keywords_file", "keywords_path_for", "onnx_beside", "onnx_behind", "read_model_info",
+    "open_onnx", "read_sidecar", "require_file", "keywords_model_path", "sidecar_path",
     "check_fixed_shape", "fixed_shape_files", "fixed_shape_of_name", "fixed_shape_path", "format_fixed_shape",
     "parse_fixed_shape",
 ]
@@ -65,6 +67,8 @@ def require_file(path: str, what: str = "model file") -> str:
         raise KwmlpError(f"{what} {path} does not exist")
     if not os.path.isfile(path):
         raise KwmlpError(f"{what} {path} is not a regular file")
+    if not os.access(path, os.R_OK):
+        raise KwmlpError(f"{what} {path} cannot be read (permission denied)")
     return path
 
 
@@ -108,22 +112,40 @@ def keywords_model_path(model_path: str, info: ModelInfo) -> str:
     return path
 
 
-def engine_keywords_path(engine_path: str, info: EngineInfo) -> str:
-    """The keyword engine that ``kwmlp build`` wrote beside ``engine_path``."""
+def engine_keywords_path(engine_path: str, info: EngineInfo | None) -> str:
+    """The keyword engine beside ``engine_path``: as its sidecar ``info`` names it, or
+    ``NAME.keywords.engine`` for an engine without a sidecar (``info`` None)."""
+    if info is None:
+        return keywords_path_for(engine_path)
     return _companion(engine_path, info.keywords_engine, "keyword engine")
 
 
+def onnx_beside(engine_path: str) -> str:
+    """``NAME.onnx`` for ``NAME.engine``: the export an engine without a sidecar is taken to be built from."""
+    return os.path.splitext(os.fspath(engine_path))[0] + ONNX_SUFFIX
+
+
 def onnx_behind(engine_path: str, info: EngineInfo | None = None) -> str:
-    """The export an engine was built from, as its sidecar records it (need not exist)."""
-    info = info or read_sidecar(engine_path)
-    return info.onnx_abspath(engine_path)
+    """The export an engine was built from (need not exist): as its sidecar (``info``, read when not
+    given) records it, or :func:`onnx_beside` for an engine without a sidecar."""
+    info = info or find_sidecar(engine_path)
+    return info.onnx_abspath(engine_path) if info else onnx_beside(engine_path)
 
 
 def read_model_info(path: str) -> ModelInfo:
-    """What an ``.onnx`` export says about itself; for an engine, what its sidecar recorded."""
+    """What an ``.onnx`` export says about itself; for an engine, what its sidecar recorded, or for
+    one without a sidecar what the ONNX beside it (:func:`onnx_beside`) says."""
     require_file(path)
     if is_engine(path):
-        return read_sidecar(path).model_info()
+        info = find_sidecar(path)
+        if info is not None:
+            return info.model_info()
+        onnx = onnx_beside(path)
+        if not os.path.isfile(onnx):
+            raise KwmlpError(f"{path} has no sidecar {os.path.basename(sidecar_path(path))} (it was not built by "
+                             f"`kwmlp build`) and no {os.path.basename(onnx)} beside it to read the export's settings "
+                             "from: put the ONNX it was built from there, or build it with `kwmlp build`")
+        return read_model_info(onnx)
     session = open_onnx(path)
     return ModelInfo.from_props(dict(session.get_modelmeta().custom_metadata_map), path)
 
@@ -136,6 +158,21 @@ def _ort_debug() -> bool:
     """Whether ONNX Runtime's own warnings should reach stderr: when kwmlp's logger shows debug
     messages (``kwmlp --debug``)."""
     return logging.getLogger("kwmlp").isEnabledFor(logging.DEBUG)
+
+
+def check_model(path: str, layout: str = LAYOUT_EMBEDDINGS) -> ModelInfo:
+    """What the export ``path`` (``.onnx``, or an engine) says about itself, refused in one sentence
+    as :class:`~kwmlp.runtime.Embedder` refuses it when it is not the ``layout`` graph of an export
+    (for an ``.onnx``, with its inputs and outputs too); no backend is started."""
+    require_file(path)
+    if is_engine(path):  # its tensors are TensorRT's to say: the layout is checked
+        info = read_model_info(path)
+        check_layout(info, path, layout, *IO_OF_LAYOUT.get(info.layout, IO_OF_LAYOUT[layout]))
+        return info
+    session = open_onnx(path)
+    info = ModelInfo.from_props(dict(session.get_modelmeta().custom_metadata_map), path)
+    check_layout(info, path, layout, [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
+    return info
 
 
 def import_onnxruntime():

@@ -168,6 +168,12 @@ def read_sidecar(engine_path: str) -> EngineInfo:
         return EngineInfo.from_json(f.read(), path)
 
 
+def find_sidecar(engine_path: str) -> EngineInfo | None:
+    """The engine's sidecar, or None for an engine built without ``kwmlp build`` (by trtexec or
+    Polygraphy), which has none; a sidecar that is there but unreadable is an error."""
+    return read_sidecar(engine_path) if os.path.isfile(sidecar_path(engine_path)) else None
+
+
 def mismatch(built: Device, here: Device) -> str | None:
     """One sentence saying why an engine built for ``built`` cannot run ``here``, or None.
 

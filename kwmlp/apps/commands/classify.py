@@ -25,6 +25,7 @@ def add_parser(sub):
 
 def run(args) -> int:
     from kwmlp.apps import audio
+    from kwmlp.apps.commands.rounding import confidence, confidence_text
     from kwmlp.errors import KwmlpError
     from kwmlp.runtime import KEYWORDS, Embedder, classify
     from kwmlp.runtime.keywords import loudest_second
@@ -46,9 +47,9 @@ def run(args) -> int:
                 rows.append({"file": path, "error": str(e)})
                 print(f"kwmlp classify: error: {e}", file=sys.stderr)
         for path, top in zip(good, classify(embedder, clips, args.top_k) if clips else []):
-            rows.append({"file": path, "top": [{"label": l, "probability": round(p, 6)} for l, p in top]})
+            rows.append({"file": path, "top": [{"label": l, "probability": confidence(p)} for l, p in top]})
             if not args.json:
-                print(f"{path}  " + "  ".join(f"{l} {p:.3f}" for l, p in top))
+                print(f"{path}  " + "  ".join(f"{l} {confidence_text(p)}" for l, p in top))
     if args.json:
         print(json.dumps(rows, indent=2))
     return 1 if failed else 0

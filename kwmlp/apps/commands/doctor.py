@@ -2,23 +2,27 @@
 
 CPU (model, cores, vector extensions), GPU, TensorRT (and whether this project supports it), the
 CUDA bindings, ONNX Runtime's providers, OpenVINO's devices; with MODEL, whether its engine runs
-here and what ``backend="auto"`` would run, and why. Always exits 0: a missing piece is a finding.
+here and what ``backend="auto"`` would run, and why. Always exits 0: a missing piece, or a model
+that does not load, is a finding.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import platform
 
 import kwmlp
-from kwmlp.errors import KwmlpError, install_command
-from kwmlp.host import cpu_isa, cpu_model, dist_version
+from kwmlp.errors import KwmlpError, first_line, install_command
+from kwmlp.host import cpu_isa, cpu_model, dist_version, module_installed, nvidia_gpus
 
 
 def add_parser(sub):
-    p = sub.add_parser("doctor", help="show what this machine offers the runtime (CPU, GPU, TensorRT, ONNX Runtime, OpenVINO)")
+    p = sub.add_parser("doctor", help="show what this machine offers the runtime (CPU, GPU, TensorRT, ONNX Runtime, OpenVINO)",
+                       description="Show on one screen the CPU, the GPU, TensorRT (and whether this project supports "
+                                   "it), the CUDA bindings, ONNX Runtime's providers and OpenVINO's devices; with "
+                                   "MODEL, whether its engine runs here and what backend=\"auto\" would run, and why. "
+                                   "A missing piece, or a model that does not load, is a finding: always exit 0.")
     p.add_argument("model", nargs="?", help="an .onnx export or .engine: does it run here, and on what")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=run)
@@ -32,11 +36,13 @@ def _cpu() -> dict:
             "logical_cpus": os.cpu_count(), "isa": cpu_isa()}
 
 
-def _first_clause(e: Exception) -> str:
+def _first_clause(e: Exception | str) -> str:
     return str(e).split("; ")[0]
 
 
 def _gpu() -> dict:
+    """The GPU as the CUDA bindings see it; where they cannot, the GPUs the driver lists
+    (``present``) and why the bindings did not (``missing_bindings``: they are not installed)."""
     from kwmlp import cuda
 
     try:
@@ -46,7 +52,8 @@ def _gpu() -> dict:
             free, total = api.memory()
             driver = api.driver_version()
     except (KwmlpError, cuda.CudaError) as e:
-        return {"name": None, "why": _first_clause(e)}
+        return {"name": None, "present": nvidia_gpus(), "missing_bindings": isinstance(e, cuda.BindingsMissing),
+                "why": str(e)}
     return {"name": name, "compute_capability": cc, "memory_gb": round(total / 2**30, 1),
             "free_gb": round(free / 2**30, 1), "driver_cuda": driver, "runtime_cuda": runtime, "bindings": api.name}
 
@@ -76,7 +83,7 @@ def _onnxruntime() -> dict:
 
 
 def _openvino() -> dict:
-    if importlib.util.find_spec("openvino") is None:
+    if not module_installed("openvino"):
         return {"version": None, "why": f"not installed ({install_command('openvino')})"}
     import openvino
 
@@ -86,15 +93,26 @@ def _openvino() -> dict:
 
 
 def _model(path: str) -> dict:
-    from kwmlp.artifact import engine_beside, is_engine, read_model_info
-    from kwmlp.runtime.loader import explain_auto
-    from kwmlp.runtime.tensorrt_backend import engine_problem
+    """The model's settings, its engine and what ``auto`` runs; or ``problem``, the sentence
+    :class:`~kwmlp.runtime.Embedder` would refuse it with (missing, a folder, unreadable, not a
+    kwmlp-rt embedding model, ...)."""
+    try:
+        return _usable_model(path)
+    except (KwmlpError, OSError) as e:
+        return {"path": path, "problem": first_line(e)}
 
-    info = read_model_info(path)
+
+def _usable_model(path: str) -> dict:
+    from kwmlp.artifact import check_model, engine_beside, is_engine
+    from kwmlp.runtime.loader import explain_auto
+    from kwmlp.runtime.tensorrt_backend import engine_problem, unchecked
+
+    info = check_model(path)
     engine = path if is_engine(path) else engine_beside(path)
     out = {"path": path, "precision": info.precision, "scene": info.scene, "engine": engine}
     if engine:
         out["engine_problem"] = engine_problem(engine)
+        out["engine_unchecked"] = unchecked(engine)  # an engine without a sidecar: what only TensorRT checks
     choice = explain_auto(path)
     out["auto"] = {"backend": choice.backend, "reasons": choice.reasons}
     return out
@@ -116,9 +134,7 @@ def _lines(d: dict) -> list[str]:
     lines = [f"kwmlp-rt {d['kwmlp_rt']}, Python {d['python']}",
              f"CPU          {cpu['model']} ({cpu['arch']}), {cpu['cores']} cores, {cpu['logical_cpus']} logical; "
              f"{' '.join(cpu['isa']) or 'no AVX2/AVX-512/NEON'}"]
-    lines.append(f"GPU          {gpu['name']}, compute {gpu['compute_capability']}, {gpu['memory_gb']} GB, driver CUDA "
-                 f"{gpu['driver_cuda']}, runtime CUDA {gpu['runtime_cuda']} ({gpu['bindings']})"
-                 if gpu["name"] else f"GPU          none ({gpu['why']})")
+    lines += _gpu_lines(gpu)
     if trt["version"]:
         ok = "supported" if trt["supported"] else f"NOT supported (this project needs {trt['supported_range']})"
         lines.append(f"TensorRT     {trt['version']}: {ok}")
@@ -135,10 +151,26 @@ def _lines(d: dict) -> list[str]:
     return lines
 
 
+def _gpu_lines(gpu: dict) -> list[str]:
+    if gpu["name"]:
+        return [f"GPU          {gpu['name']}, compute {gpu['compute_capability']}, {gpu['memory_gb']} GB, driver CUDA "
+                f"{gpu['driver_cuda']}, runtime CUDA {gpu['runtime_cuda']} ({gpu['bindings']})"]
+    if not gpu["present"]:
+        return [f"GPU          none ({_first_clause(gpu['why'])})"]
+    present = f"GPU          {', '.join(gpu['present'])} present"
+    if gpu["missing_bindings"]:  # the hint after the first clause: what to install
+        return [f"{present}, cuda-python missing", f"  install    {gpu['why'].split('; ', 1)[-1]}"]
+    return [f"{present}, not usable: {_first_clause(gpu['why'])}"]
+
+
 def _model_lines(m: dict) -> list[str]:
+    if "problem" in m:
+        return [f"model        {m['path']}: does not load", f"  problem    {m['problem']}",
+                "  auto runs  nothing"]
     lines = [f"model        {m['path']}: {m['precision']}, scene {m['scene']}"]
     if m["engine"]:
-        lines.append(f"  engine     {m['engine']}: " + (m["engine_problem"] or "matches this GPU and TensorRT"))
+        lines.append(f"  engine     {m['engine']}: "
+                     + (m["engine_problem"] or m["engine_unchecked"] or "matches this GPU and TensorRT"))
     else:
         lines.append("  engine     none beside it (`kwmlp build` makes one on a GPU)")
     lines.append(f"  auto runs  {m['auto']['backend']}")

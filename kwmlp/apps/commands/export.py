@@ -18,7 +18,9 @@ def add_parser(sub):
                    help="the original HEAR kwmlp checkpoint, e.g. kwmlp.pth (default: the one `kwmlp download` "
                         "put in the data folder)")
     p.add_argument("-o", "--output", required=True, help="output .onnx path")
-    p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
+    p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
+                   help="fp16: the KW-MLP blocks in FP16, the MFCC front end, scene and timestamps kept in FP32 "
+                        "(for GPUs: `kwmlp build` makes an FP16 engine of it); default: fp32")
     p.add_argument("--depth", type=int, default=None, help="embed after block K (paper Table 4; default: all)")
     p.add_argument("--scene", choices=SCENE_ALGORITHMS, default="iterative",
                    help="scene algorithm (paper Table 2; default: iterative)")

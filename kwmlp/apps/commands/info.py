@@ -6,7 +6,10 @@ import json
 
 
 def add_parser(sub):
-    p = sub.add_parser("info", help="show an exported model's settings, inputs and outputs")
+    p = sub.add_parser("info", help="show an exported model's settings, inputs and outputs",
+                       description="Print what an export recorded in its ONNX metadata (layout, precision, scene, "
+                                   "checkpoint sha256, version, longest scene, keyword model, dims), its inputs "
+                                   "and outputs with their types and shapes, and the fixed-shape graphs beside it.")
     p.add_argument("model", help="an .onnx file written by `kwmlp export` (also lists its fixed-shape graphs)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=run)

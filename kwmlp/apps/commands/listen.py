@@ -7,6 +7,8 @@ import queue
 import sys
 import time
 
+from kwmlp.apps.commands.rounding import confidence
+
 # --raw turns smoothing, trigger level and refractory period off: the output equals `kwmlp spot --mode multi`
 RAW = dict(smooth=1, trigger_level=1, refractory=0.0)
 FILE_BLOCK_SECONDS = 0.1  # a file is read in pieces of this much audio
@@ -89,7 +91,7 @@ def _sounddevice():
 def _printer(as_json: bool):
     def show(d) -> None:
         if as_json:
-            row = {"label": d.label, "confidence": d.confidence, "start_s": d.start_s, "end_s": d.end_s}
+            row = {"label": d.label, "confidence": confidence(d.confidence), "start_s": d.start_s, "end_s": d.end_s}
             print(json.dumps(row), flush=True)
         else:
             print(f"{d.start_s:8.2f} - {d.end_s:8.2f} s  {d.label:<8} {d.confidence:.3f}", flush=True)

@@ -12,7 +12,9 @@ def add_parser(sub):
     p.add_argument("--name", default="kwmlp", help="model name in the repository (default: kwmlp)")
     p.add_argument("--backend", choices=("onnxruntime", "python"), default="onnxruntime",
                    help="onnxruntime: platform onnxruntime_onnx; python: kwmlp-rt's runtime in Triton's Python backend")
-    p.add_argument("--max-batch-size", type=int, default=16)
+    p.add_argument("--max-batch-size", type=int, default=16,
+                   help="Triton's max_batch_size: the most clips (or keyword windows) one request batch holds; "
+                        "capped by a TensorRT engine's largest profile (default 16)")
     p.add_argument("--preferred-batch-sizes", type=lambda s: tuple(int(v) for v in s.split(",")), default=(4, 8, 16),
                    help="dynamic batching, comma-separated (default 4,8,16)")
     p.add_argument("--max-queue-delay-us", type=int, default=2000, help="dynamic batching delay (default 2000)")
