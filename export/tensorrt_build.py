@@ -74,6 +74,18 @@ def profiles_from_options(opts: ProfileOptions = ProfileOptions()) -> tuple[Prof
     return tuple(out)
 
 
+def fixed_profiles(onnx_path: str, info) -> tuple[Profile, ...]:
+    """One exact profile (min = opt = max) per fixed-shape graph of the export (``kwmlp export
+    --fixed-shape``): the shape of a fixed-shape file itself, or of each one of this export beside
+    ``onnx_path``. They come first, so that the runtime runs those shapes on kernels tuned for
+    exactly them (it takes the first profile that fits a call)."""
+    from kwmlp.artifact import fixed_shapes_of
+    from kwmlp.artifact.shapes import format_fixed_shape
+
+    shapes = [info.shape] if info.shape is not None else sorted(fixed_shapes_of(onnx_path, info))
+    return tuple(Profile(f"fixed {format_fixed_shape(*s)}", s, s, s) for s in shapes)
+
+
 def network_mode(trt, requested: str = "auto") -> str:
     """Which network to build: strongly typed where TensorRT has it (10.x) or where the FP16 flag is
     gone (11: always strongly typed); precision constraints when asked for on a TensorRT that has them."""

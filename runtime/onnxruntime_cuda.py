@@ -26,9 +26,8 @@ import numpy as np
 
 from kwmlp.artifact import (
     EMBEDDING_DIMS, EMBEDDING_INPUT, IO_OF_LAYOUT, KEYWORD_DIMS, KEYWORD_INPUT, LAYOUT_EMBEDDINGS, ModelInfo,
-    import_onnxruntime, io_shapes, read_model_info, session_log_severity,
+    fixed_shapes_of, import_onnxruntime, io_shapes, session_log_severity,
 )
-from kwmlp.artifact.shapes import fixed_shape_files, fixed_shape_path
 from kwmlp.errors import KwmlpError, first_line
 from kwmlp.runtime import onnxruntime_backend as ortb
 from kwmlp.runtime.device_array import DeviceArray
@@ -59,22 +58,12 @@ def session_options(ort, input_name: str, shape: tuple[int, ...], threads: int |
 
 def model_at(path: str, info: ModelInfo, shape: tuple[int, ...]) -> tuple[str, bool]:
     """(the model to open at ``shape``, whether it is a fixed-shape file): the export's
-    ``NAME.BxS.onnx`` when one of this export (same checkpoint and precision) lies beside it, else
-    the export itself, to be folded with free-dimension overrides."""
+    ``NAME.BxS.onnx`` when one of this export lies beside it (:func:`kwmlp.artifact.fixed_shapes_of`),
+    else the export itself, to be folded with free-dimension overrides."""
     if info.layout != LAYOUT_EMBEDDINGS:
         return path, False
-    fixed = fixed_shape_path(path, *shape)
-    if not os.path.isfile(fixed):
-        return path, False
-    try:
-        other = read_model_info(fixed)
-    except KwmlpError as e:
-        log.debug("kwmlp: %s is not used: %s", fixed, e)
-        return path, False
-    if (other.checkpoint_sha256, other.precision, other.shape) != (info.checkpoint_sha256, info.precision, shape):
-        log.debug("kwmlp: %s is not used: it is not this export's (another checkpoint, precision or shape)", fixed)
-        return path, False
-    return fixed, True
+    fixed = fixed_shapes_of(path, info).get(tuple(shape))
+    return (fixed, True) if fixed else (path, False)
 
 
 class OrtShapeExecutor(Executor):
@@ -162,7 +151,7 @@ class OrtCudaRunner(Runner):
         self.max_samples, self.cache_sized_calls = general.max_samples, False
         self.threads = threads
         self.shapes = ShapeCache(self._shaped, capacity=capacity, admit_after=admit_after)
-        self.exact_shapes = frozenset(s for p, s in fixed_shape_files(self.path) if model_at(self.path, info, s)[1])
+        self.exact_shapes = frozenset(fixed_shapes_of(self.path, info)) if info.layout == LAYOUT_EMBEDDINGS else frozenset()
 
     @property
     def metadata(self) -> dict[str, str]:

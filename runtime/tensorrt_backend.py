@@ -317,6 +317,8 @@ class TrtRunner(Runner):
         self.outputs = tuple(first.outputs)
         self.providers = [f"TensorRT {trt.__version__}"]
         self.max_samples = max(p.max[1] for p in self.profiles)
+        # shapes of exact profiles (kwmlp build of fixed-shape exports): calls at them are not padded
+        self.exact_shapes = frozenset(p.min for p in self.profiles if p.min == p.max)
 
     @property
     def metadata(self) -> dict[str, str]:

@@ -322,3 +322,36 @@ def test_trtexec_command_of_the_precision_constraints_path(onnx_file, tmp_path, 
     assert " --fp16 --precisionConstraints=obey --layerPrecisions=stft:fp32,block0:fp16 " \
            "--layerOutputTypes=stft:fp32,block0:fp16 --noTF32 " in line and "--stronglyTyped" not in line
     assert calls["precisions"] == {"stft": "float32", "block0": "float16"}
+
+
+def test_fixed_shape_exports_get_exact_profiles_first(random_checkpoint, checkpoint_copy_of_other, tmp_path):
+    from kwmlp.artifact import read_model_info
+    from kwmlp.export import ExportOptions, export_checkpoint
+    from kwmlp.export.tensorrt_build import fixed_profiles
+
+    out = tmp_path / "m.onnx"
+    export_checkpoint(random_checkpoint, str(out), ExportOptions(fixed_shapes=((1, 16000), (4, 31680))))
+    info = read_model_info(str(out))
+    assert [(p.min, p.opt, p.max) for p in fixed_profiles(str(out), info)] == [
+        ((1, 16000),) * 3, ((4, 31680),) * 3]
+    fixed = tmp_path / "m.1x16000.onnx"
+    (p,) = fixed_profiles(str(fixed), read_model_info(str(fixed)))
+    assert p.min == p.max == (1, 16000) and p.name == "fixed 1x16000"
+    # a fixed-shape file left from an export of another checkpoint is not this export's
+    other = tmp_path / "other"
+    other.mkdir()
+    export_checkpoint(checkpoint_copy_of_other, str(other / "m.onnx"), ExportOptions(fixed_shapes=((2, 16000),)))
+    (tmp_path / "m.2x16000.onnx").write_bytes((other / "m.2x16000.onnx").read_bytes())
+    assert [p.min for p in fixed_profiles(str(out), info)] == [(1, 16000), (4, 31680)]
+
+
+@pytest.fixture
+def checkpoint_copy_of_other(tmp_path_factory):
+    """A second random checkpoint (another seed: another sha256)."""
+    import torch
+
+    from conftest import random_state_dict
+
+    path = tmp_path_factory.mktemp("other") / "other.pth"
+    torch.save({"model_state_dict": random_state_dict(seed=7)}, path)
+    return str(path)

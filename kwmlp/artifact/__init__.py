@@ -31,13 +31,15 @@ from kwmlp.errors import KwmlpError, first_line
 from kwmlp.pth import is_checkpoint
 
 __all__ = [
-    "EMBEDDING_DIMS", "EMBEDDING_INPUT", "EMBEDDING_OUTPUTS", "KEYWORD_DIMS", "io_shapes", "ENGINE_SUFFIXES", "KEYWORD_INPUT", "KEYWORD_OUTPUTS",
+    "EMBEDDING_DIMS", "EMBEDDING_INPUT", "fixed_shapes_of", "EMBEDDING_OUTPUTS", "KEYWORD_DIMS", "io_shapes", "ENGINE_SUFFIXES", "KEYWORD_INPUT", "KEYWORD_OUTPUTS",
     "LAYOUT_EMBEDDINGS", "LAYOUT_KEYWORDS", "ModelInfo", "check_model", "engine_beside", "engine_keywords_path",
     "is_engine", "is_keywords_file", "keywords_path_for", "onnx_beside", "onnx_behind", "read_model_info",
     "open_onnx", "read_sidecar", "require_file", "keywords_model_path", "sidecar_path",
     "check_fixed_shape", "fixed_shape_files", "fixed_shape_of_name", "fixed_shape_path", "format_fixed_shape",
     "parse_fixed_shape",
 ]
+
+log = logging.getLogger("kwmlp")
 
 ONNX_SUFFIX = ".onnx"
 ENGINE_SUFFIX = ".engine"
@@ -232,6 +234,26 @@ def io_shapes(info: ModelInfo, input_shape: tuple[int, ...]) -> dict[str, tuple[
     t = n // HOP_LENGTH
     return {EMBEDDING_INPUT: tuple(input_shape), EMBEDDING_OUTPUTS[0]: (b, t, d.dim), EMBEDDING_OUTPUTS[1]: (b, t),
             EMBEDDING_OUTPUTS[2]: (b, d.scene_size)}
+
+
+def fixed_shapes_of(onnx_path: str, info: ModelInfo) -> dict[tuple[int, int], str]:
+    """``{(batch, samples): path}`` of the fixed-shape graphs beside the export ``onnx_path`` that are
+    this export's (same checkpoint and precision, the shape their name says); others beside it, e.g.
+    left from an export of another checkpoint, are passed over (at debug level)."""
+    from kwmlp.artifact.shapes import fixed_shape_files
+
+    found = {}
+    for path, shape in fixed_shape_files(onnx_path):
+        try:
+            other = read_model_info(path)
+        except KwmlpError as e:
+            log.debug("kwmlp: %s is not used: %s", path, e)
+            continue
+        if (other.checkpoint_sha256, other.precision, other.shape) == (info.checkpoint_sha256, info.precision, shape):
+            found[shape] = path
+        else:
+            log.debug("kwmlp: %s is not used: it is not %s's (another checkpoint or precision)", path, onnx_path)
+    return found
 
 
 def check_layout(info: ModelInfo, path: str, layout: str, inputs, outputs) -> None:

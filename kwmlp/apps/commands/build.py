@@ -41,8 +41,10 @@ def run(args) -> int:
     if args.workspace < 1:
         raise KwmlpError(f"--workspace must be at least 1 MiB, got {args.workspace}")
     info = artifact.read_model_info(args.model)
-    profiles = tb.profiles_from_options(tb.ProfileOptions(
+    profiles = tb.fixed_profiles(args.model, info) + tb.profiles_from_options(tb.ProfileOptions(
         tuple(args.max_batch), tuple(args.max_seconds), tuple(args.opt_batch), tuple(args.opt_seconds)))
+    if info.shape is not None:  # a fixed-shape graph: its one shape is its one profile
+        profiles = tb.fixed_profiles(args.model, info)
     too_long = [p.name for p in profiles if p.max_seconds > info.max_seconds]
     if too_long:
         raise KwmlpError(f"profile {too_long[0]} is longer than the {info.max_seconds:g} s the export's scene covers; "
