@@ -401,6 +401,7 @@ CHUNK = {"rate": 16000, "width": 2, "channels": 1}
 MALFORMED = {  # what a client sends -> the error event's text
     b"not json\n": "an event header is not JSON",
     b"[1, 2]\n": "an event header is not a JSON object",
+    header("line\nbreak"): "an event header needs a 'type' of up to 64 printable characters and an object 'data'",
     header("audio-chunk", CHUNK, payload_length=10 ** 9): "an event's payload_length of 1000000000 bytes is over "
                                                           "the limit of 8388608",
     header("describe", data_length=-1): "an event's data_length must be a whole number of bytes, got -1",
@@ -410,8 +411,10 @@ MALFORMED = {  # what a client sends -> the error event's text
         "audio-chunk needs integer rate, width (1, 2, 3, 4 bytes) and channels, got 16000, 2 and None",
     header("audio-start", {**CHUNK, "width": 5}): "audio-start needs integer rate, width (1, 2, 3, 4 bytes) and "
                                                   "channels, got 16000, 5 and 1",
-    header("audio-start", {**CHUNK, "channels": 0}): "audio-start: raw PCM needs a rate in [1, 1000000] Hz and 1 to "
-                                                     "64 channels, got 16000 Hz and 0",
+    header("audio-start", {**CHUNK, "channels": 0}): "audio-start's channels must be a whole number from 1 to 64, "
+                                                     "got 0",
+    header("audio-chunk", {**CHUNK, "rate": 1}): "audio-chunk's rate must be 8000 to 384000 Hz (the rates of audio "
+                                                 "devices), got 1",
     header("audio-chunk", {**CHUNK, "channels": 2}, payload_length=6) + b"\0" * 6:
         "audio-chunk: 6 bytes are not whole frames of 2 channel(s) of 2 byte(s)",
     header("detect", {"names": "yes"}): 'detect: names must be a list of strings, got "yes"',

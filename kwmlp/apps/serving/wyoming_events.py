@@ -16,13 +16,14 @@ import json
 
 from wyoming.event import Event
 
-from kwmlp.apps.pcm import PcmFormat
 from kwmlp.errors import KwmlpError
+from kwmlp.runtime.inputs import check_pcm_layout
 
 MAX_HEADER = 64 * 1024  # bytes of a header line (asyncio's default StreamReader limit)
 MAX_DATA = 64 * 1024  # bytes of an event's extra JSON data (a `detect` of all 35 names is under 1 KiB)
 # bytes of a payload: 4.4 min of 16 kHz 16-bit mono, 22 s of 48 kHz 32-bit stereo (clients send ~0.1 s)
 MAX_PAYLOAD = 8 * 1024 * 1024
+MAX_TYPE = 64  # characters of an event's type (it is logged: no line breaks)
 WIDTHS = (1, 2, 3, 4)  # bytes per sample: unsigned 8-bit, signed 16-, 24- and 32-bit little-endian
 
 
@@ -49,8 +50,9 @@ async def read_event(reader: asyncio.StreamReader) -> Event | None:
     header = _json_object(line, "an event header")
     kind, data = header.get("type"), header.get("data")
     data = {} if data is None else data
-    if not isinstance(kind, str) or not isinstance(data, dict):
-        raise ProtocolError("an event header needs a string 'type' and an object 'data'")
+    if not isinstance(kind, str) or not kind.isprintable() or len(kind) > MAX_TYPE or not isinstance(data, dict):
+        raise ProtocolError(f"an event header needs a 'type' of up to {MAX_TYPE} printable characters and an "
+                            "object 'data'")
     data_length = _length(header, "data_length", MAX_DATA)
     payload_length = _length(header, "payload_length", MAX_PAYLOAD)
     if data_length:
@@ -67,9 +69,9 @@ def audio_format(event: Event) -> tuple[int, int, int]:
         raise ProtocolError(f"{event.type} needs integer rate, width ({', '.join(map(str, WIDTHS))} bytes) and "
                             f"channels, got {rate!r:.20}, {width!r:.20} and {channels!r:.20}", "bad-audio")
     try:
-        PcmFormat("s16le", rate, channels).check()  # the one range of rates and channel counts of live PCM
+        check_pcm_layout(rate, channels, f"{event.type}'s ")  # what LiveSpotter takes
     except KwmlpError as e:
-        raise ProtocolError(f"{event.type}: {e}", "bad-audio") from None
+        raise ProtocolError(str(e), "bad-audio") from None
     if event.payload and len(event.payload) % (width * channels):
         raise ProtocolError(f"{event.type}: {len(event.payload)} bytes are not whole frames of {channels} "
                             f"channel(s) of {width} byte(s)", "bad-audio")

@@ -139,7 +139,7 @@ class KeywordHandler(AsyncEventHandler):
         elif AudioStop.is_type(event.type):
             await self._stop()
         else:
-            log.debug("kwmlp wyoming: %s: unexpected event %s", self.client, event.type[:40])
+            log.debug("kwmlp wyoming: %s: unexpected event %s", self.client, event.type)
         return True
 
     async def _error(self, text: str, code: str) -> None:
