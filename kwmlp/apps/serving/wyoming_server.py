@@ -51,7 +51,7 @@ class Endpoint:
     @classmethod
     def from_uri(cls, uri: str) -> Endpoint:
         """KwmlpError unless ``uri`` is tcp://HOST:PORT, unix://PATH without a host part (unix:///abs/path,
-        unix:rel/path) or stdio:// with standard input and output that can be waited on (pipes, sockets)."""
+        unix:rel/path) or stdio:// (its standard input and output are checked when it starts to serve)."""
         usage = f"--uri must be tcp://HOST:PORT, unix://PATH or stdio://, got {uri}"
         try:
             u = urlparse(uri)
@@ -68,7 +68,6 @@ class Endpoint:
         if u.scheme == "unix" and u.path:
             return cls(uri, "unix", path=u.path)
         if u.scheme == "stdio" and not u.netloc and not u.path:
-            _check_stdio()
             return cls(uri, "stdio")
         raise KwmlpError(usage)
 
@@ -169,6 +168,7 @@ async def _listen(endpoint: Endpoint, on_connect) -> tuple[Callable[[], None], a
 
 
 async def _stdio_streams(limit: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    _check_stdio()
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=limit)
     try:
