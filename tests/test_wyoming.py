@@ -53,6 +53,22 @@ async def connect(uri, server):
             await asyncio.sleep(0.1)
 
 
+@pytest.fixture
+def own_server(exported):
+    """start_server for one test; a server the test did not stop (it failed first) is killed."""
+    started = []
+
+    def start(uri, *options, debug=False):
+        started.append(start_server(exported(), uri, *options, debug=debug))
+        return started[-1]
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
 @pytest.fixture(scope="module")
 def speech():
     return keyword_sentence(WORDS)
@@ -64,7 +80,11 @@ def server(exported, tmp_path_factory):
     proc = start_server(exported(), uri, "--threshold", "0.8")
     yield uri, proc
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(TIMEOUT) == 0
+    try:
+        assert proc.wait(TIMEOUT) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
 
 
 def as_pcm(speech, rate, channels, width=2):
@@ -269,19 +289,19 @@ def test_unix_socket_in_use_is_refused_and_keeps_serving(exported, server):
     assert describe(uri, first)  # the first server still answers on its socket
 
 
-def test_stale_unix_socket_is_replaced_and_removed_on_stop(exported, tmp_path):
+def test_stale_unix_socket_is_replaced_and_removed_on_stop(own_server, tmp_path):
     path = tmp_path / "stale.sock"
     with socket.socket(socket.AF_UNIX) as s:  # bound, then closed: a socket file nothing listens on
         s.bind(str(path))
-    proc = start_server(exported(), f"unix://{path}")
+    proc = own_server(f"unix://{path}")
     assert describe(f"unix://{path}", proc)
     code, err = stop(proc)
     assert code == 0 and "Traceback" not in err and not path.exists()
 
 
-def test_stop_removes_only_its_own_socket(exported, tmp_path):
+def test_stop_removes_only_its_own_socket(own_server, tmp_path):
     path = tmp_path / "kwmlp.sock"
-    proc = start_server(exported(), f"unix://{path}")
+    proc = own_server(f"unix://{path}")
     assert describe(f"unix://{path}", proc)
     path.unlink()  # someone removed our socket and put their own file there
     path.write_text("theirs")
@@ -423,9 +443,9 @@ MALFORMED = {  # what a client sends -> the error event's text
 }
 
 
-def test_malformed_events_get_an_error_and_one_log_line(exported, tmp_path):
+def test_malformed_events_get_an_error_and_one_log_line(own_server, tmp_path):
     uri = f"unix://{tmp_path / 'kwmlp.sock'}"
-    proc = start_server(exported(), uri)
+    proc = own_server(uri)
 
     async def go():
         await (await connect(uri, proc)).disconnect()
@@ -449,12 +469,12 @@ async def send_stream(client, audio):
     await client.write_event(AudioStop().event())
 
 
-def test_long_chunks_hold_up_neither_short_streams_nor_the_stop(exported, tmp_path):
+def test_long_chunks_hold_up_neither_short_streams_nor_the_stop(own_server, tmp_path):
     """Clients each sending a minute of audio in one chunk (more of them than the threads of asyncio's
     default pool, which every chunk used to hold whole): a short stream sent after them is answered
     first, and SIGTERM drops what they had not fed."""
     uri = f"unix://{tmp_path / 'kwmlp.sock'}"
-    proc = start_server(exported(), uri, "--threshold", "0.8")
+    proc = own_server(uri, "--threshold", "0.8")
     yes = keyword_sentence(["yes"], 8000)
     long = as_pcm(np.concatenate([np.zeros(16000 * 60, np.float32), yes]), 16000, 1)
     longs = min(32, (os.cpu_count() or 1) + 4)
@@ -482,9 +502,9 @@ def test_long_chunks_hold_up_neither_short_streams_nor_the_stop(exported, tmp_pa
     assert err.count("s of audio not processed") == longs, err
 
 
-def test_debug_logs_each_client(exported, tmp_path, speech):
+def test_debug_logs_each_client(own_server, tmp_path, speech):
     uri = f"unix://{tmp_path / 'kwmlp.sock'}"
-    proc = start_server(exported(), uri, "--threshold", "0.8", debug=True)
+    proc = own_server(uri, "--threshold", "0.8", debug=True)
 
     async def go():
         await (await connect(uri, proc)).disconnect()
