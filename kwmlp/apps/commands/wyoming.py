@@ -14,7 +14,8 @@ def add_parser(sub):
                                    "detector per connection. Needs the 'wyoming' extra. Stops cleanly on SIGTERM.")
     p.add_argument("model", help="an .onnx file written by `kwmlp export` (its .keywords.onnx beside it)")
     p.add_argument("--uri", default=DEFAULT_URI,
-                   help=f"where to listen: tcp://HOST:PORT, unix://PATH or stdio:// (default {DEFAULT_URI})")
+                   help=f"where to listen: tcp://HOST:PORT, unix:///PATH (a socket there that nothing answers on is "
+                        f"replaced, nothing else) or stdio:// (default {DEFAULT_URI})")
     add_detector_options(p)
     p.set_defaults(run=run)
     return p
@@ -22,25 +23,20 @@ def add_parser(sub):
 
 def run(args) -> int:
     import asyncio
-    from urllib.parse import urlparse
+    from functools import partial
 
     from kwmlp.apps.commands.listen import detector_options
-    from kwmlp.apps.serving.wyoming_server import require_wyoming, serve
+    from kwmlp.apps.serving.wyoming_server import Endpoint, require_wyoming, serve
     from kwmlp.dims import KEYWORDS
-    from kwmlp.errors import KwmlpError
     from kwmlp.runtime import Embedder, LiveSpotter
 
-    try:
-        uri = urlparse(args.uri)
-        bad = uri.scheme not in ("tcp", "unix", "stdio") or uri.scheme == "tcp" and (not uri.hostname or not uri.port)
-    except ValueError:  # a port that is not a number or out of range, a broken IPv6 address
-        bad = True
-    if bad:
-        raise KwmlpError(f"--uri must be tcp://HOST:PORT, unix://PATH or stdio://, got {args.uri}")
+    endpoint = Endpoint.from_uri(args.uri)
     require_wyoming()  # before the model loads
     options = detector_options(args)
     keywords = tuple(options.pop("keywords") or KEYWORDS)
     embedder = Embedder(args.model, threads=args.threads, live=True)
-    LiveSpotter(embedder, keywords=keywords, **options)  # bad options: one line now, not per connection
-    asyncio.run(serve(args.uri, embedder, options, keywords))
+    embedder.load_keywords()  # a missing or broken .keywords.onnx: one line now, not a failure per connection
+    new_spotter = partial(LiveSpotter, embedder, **options)
+    new_spotter(keywords=keywords)  # bad options: one line now, not per connection
+    asyncio.run(serve(endpoint, keywords, new_spotter))
     return 0
