@@ -2,8 +2,8 @@
 
 ``auto``: a TensorRT engine that loads on this GPU (the ``.engine`` given, or ``MODEL.engine``
 beside ``MODEL.onnx``) -> ONNX Runtime's TensorRT provider -> its CUDA provider -> the CPU, where
-:func:`cpu_choice` picks OpenVINO or ONNX Runtime's CPU provider. The one info log line names what runs, with the reason for each step down that
-failed; steps with nothing to try (no GPU provider in this onnxruntime) go to the debug log. A forced backend
+:func:`cpu_choice` says why ONNX Runtime's CPU provider runs (OpenVINO runs by name). The one info log line names
+what runs, with the reason for each step down that failed; steps with nothing to try (no GPU provider in this onnxruntime) go to the debug log. A forced backend
 that cannot run raises :class:`~kwmlp.errors.KwmlpError` instead of falling back. Nothing here
 imports TensorRT or CUDA bindings unless an engine file exists or ONNX Runtime offers a GPU
 provider, so a CPU-only machine never loads them.
@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import logging
 import os
-import platform
 from dataclasses import dataclass, field
 from typing import Callable
 
 from kwmlp.artifact import (
-    EMBEDDING_INPUT, KEYWORD_INPUT, ModelInfo, engine_beside, engine_keywords_path, is_engine, keywords_model_path, onnx_behind, read_model_info,
+    EMBEDDING_INPUT, KEYWORD_INPUT, ModelInfo, engine_beside, engine_keywords_path, is_engine, keywords_model_path, onnx_behind,
     require_file,
 )
 from kwmlp.errors import KwmlpError
@@ -136,42 +135,28 @@ def _try_engine(engine: str, onnx_path: str, backend: str, cuda_graph: bool, why
         return None
 
 
-def cpu_choice(scene: str = "iterative", live: bool = False) -> tuple[str, str]:
-    """(backend, why) for ``auto`` on a CPU: OpenVINO where it is installed on an x86-64 CPU, for
-    an export whose scene is not ``single`` and work that is not ``live``; ONNX Runtime otherwise.
+def cpu_choice(live: bool = False) -> tuple[str, str]:
+    """(backend, why) for ``auto`` on a CPU: ONNX Runtime, which runs whole one-second chunks over the
+    cores (:mod:`kwmlp.runtime.chunk_parallel`); OpenVINO runs when asked for by name.
 
-    Measured side by side on the same export (benchmarks/README.md, "OpenVINO and ONNX Runtime on
-    a CPU"): equal 1 x 1 s latency, and OpenVINO's 16 x 10 s throughput 1.3x ONNX Runtime's on a
-    2-core AVX-512 Xeon, 1.0x (quiet) to 2.2x (loaded) on a 2-core AMD EPYC. OpenVINO's Resize
-    misses the 1e-3 parity bar (1.9e-3) on the ``single`` scene, one interpolation from every frame
-    of a long clip straight to 16. Not measured on ARM, where ONNX Runtime stays. ``live``: one
-    window at a time with idle gaps between them (``kwmlp listen``), where a window after an 80 ms
-    gap took 1.62 ms of CPU on ONNX Runtime and 1.98 ms on OpenVINO (warm, back to back: 0.84 and
-    0.74 ms; same AMD EPYC).
+    Measured in one run, one process per backend (README, "Performance"), on a 2-core AMD EPYC
+    (Zen 3): on a quiet machine ONNX Runtime 716x realtime on 16 x 10 s against OpenVINO's 679x,
+    and 3.46 against 4.05 ms for one 1 s clip; with another job busy on one core, 467x against 404x
+    and 5.4 against 6.8 ms (ONNX Runtime's own intra-op threads, how it ran before: 306x, 9.3 ms).
+    Before chunks went over the cores, OpenVINO was 1.2-1.3x ONNX Runtime on 16 x 10 s on quiet
+    AVX-512 CPUs (a Zen 5, a Xeon), and ``auto`` ran it; it still may be the faster for batch work
+    on an idle AVX-512 machine, and stays one ``backend="openvino"`` away. ``live``: one window at a
+    time, with idle gaps, on one thread.
     """
     if live:
-        return "onnxruntime-cpu", "one window at a time: ONNX Runtime measured cheaper per paced window"
-    if platform.machine().lower() not in ("x86_64", "amd64"):
-        return "onnxruntime-cpu", f"OpenVINO is not measured on {platform.machine()} CPUs"
-    if not module_installed("openvino"):
-        return "onnxruntime-cpu", "openvino is not installed"
-    if scene == "single":
-        return "onnxruntime-cpu", "OpenVINO misses the parity bar on the single scene (1.9e-3 > 1e-3)"
-    return "openvino", "openvino is installed, and measured faster than ONNX Runtime on x86-64 CPUs"
+        return "onnxruntime-cpu", "one window at a time on one thread: ONNX Runtime measured cheaper per paced window"
+    return "onnxruntime-cpu", ("ONNX Runtime, whole chunks over the cores: as fast as OpenVINO on a quiet CPU, "
+                               "faster on a busy one (measured)")
 
 
-def _open_cpu(onnx_path: str, threads: int | None, any_engine: bool, why: _Reasons, live: bool) -> Opened:
-    """``auto``'s last step: :func:`cpu_choice` (ONNX Runtime only when ``any_engine`` is False)."""
-    backend, reason = cpu_choice("", live) if any_engine else ("onnxruntime-cpu", "")
-    if backend == "openvino":  # only then does the scene decide: read the export's metadata only then
-        backend, reason = cpu_choice(read_model_info(onnx_path).scene, live)
-    if backend == "openvino":
-        try:
-            return _open_openvino(onnx_path, threads)
-        except KwmlpError as e:
-            why.failed.append(f"openvino: {e}")
-    elif reason:
-        why.absent.append(reason)
+def _open_cpu(onnx_path: str, threads: int | None, why: _Reasons, live: bool) -> Opened:
+    """``auto``'s last step: ONNX Runtime on the CPU (:func:`cpu_choice`)."""
+    why.absent.append(cpu_choice(live)[1])
     return _open_ort(onnx_path, "onnxruntime-cpu", threads, forced=False)
 
 
@@ -190,13 +175,13 @@ def _gpu_provider_absent(name: str, available: list[str]) -> str | None:
     return None
 
 
-def _first_ort(onnx_path: str, device: str, threads: int | None, why: _Reasons, any_engine: bool = True,
-               live: bool = False, cuda_graph: bool = True) -> Opened:
+def _first_ort(onnx_path: str, device: str, threads: int | None, why: _Reasons, live: bool = False,
+               cuda_graph: bool = True) -> Opened:
     """The first ONNX Runtime GPU provider that starts, in ``auto``'s order, then the CPU step."""
     available = ortb.available_providers()
     for name in _ort_order(device):
         if name == "onnxruntime-cpu":
-            return _open_cpu(onnx_path, threads, any_engine, why, live)
+            return _open_cpu(onnx_path, threads, why, live)
         absent = _gpu_provider_absent(name, available)
         if absent:
             why.absent.append(absent)
@@ -238,7 +223,7 @@ def explain_auto(path: str, device: str = "auto") -> Choice:
     available = ortb.available_providers()
     for name in _ort_order(device):
         if name == "onnxruntime-cpu":
-            backend, reason = cpu_choice(read_model_info(onnx_path).scene)
+            backend, reason = cpu_choice()
             return Choice(backend, why.absent + why.failed + [reason])
         absent = _gpu_provider_absent(name, available)
         if absent is None:
@@ -263,8 +248,7 @@ def open_model(path: str, backend: str = "auto", device: str = "auto", threads: 
     if opened is None and backend not in ("auto", "onnxruntime", "tensorrt"):
         opened = _open_ort(onnx_path, backend, threads, forced=True, cuda_graph=cuda_graph)
     if opened is None:
-        opened = _first_ort(onnx_path, device, threads, why, any_engine=backend != "onnxruntime", live=live,
-                            cuda_graph=cuda_graph)
+        opened = _first_ort(onnx_path, device, threads, why, live=live, cuda_graph=cuda_graph)
     return _announce(opened, why)
 
 

@@ -23,7 +23,7 @@ def test_auto_on_cpu_picks_ort_cpu_and_says_why(random_exported, caplog):
 
     from kwmlp.runtime.loader import cpu_choice
 
-    cpu = cpu_choice()[0]  # openvino or onnxruntime-cpu: test_openvino.py covers that rule
+    cpu = cpu_choice()[0]  # test_openvino.py covers that rule
     with caplog.at_level(logging.DEBUG, logger="kwmlp"):
         e = Embedder(random_exported())
     assert e.backend == cpu

@@ -134,7 +134,7 @@ def test_failed_build_is_a_fallback_not_an_error_in_run(random_exported, gpu_ses
     monkeypatch.setattr(loader, "module_installed", lambda name: True)
     monkeypatch.setattr(ortb, "providers_for", lambda backend, graph_input="audio":
                         _trt_providers(graph_input) if backend == "onnxruntime-trt" else [CPU])
-    monkeypatch.setattr(loader, "cpu_choice", lambda scene, live=False: ("onnxruntime-cpu", "test"))
+    monkeypatch.setattr(loader, "cpu_choice", lambda live=False: ("onnxruntime-cpu", "test"))
     with caplog.at_level(logging.INFO, logger="kwmlp"):
         e = Embedder(random_exported())
     assert e.backend == "onnxruntime-cpu"

@@ -131,48 +131,37 @@ def test_missing_openvino_names_the_extra(monkeypatch, random_exported):
         Embedder(random_exported(), backend="openvino")
 
 
-@pytest.mark.parametrize("machine,installed,want", [
-    ("x86_64", True, "openvino"), ("x86_64", False, "onnxruntime-cpu"), ("aarch64", True, "onnxruntime-cpu"),
-])
-def test_auto_rule_on_a_cpu(monkeypatch, machine, installed, want):
-    from kwmlp.runtime import loader
+@pytest.mark.parametrize("machine,installed", [("x86_64", True), ("x86_64", False), ("aarch64", True)])
+def test_auto_runs_onnxruntime_on_a_cpu_and_openvino_by_name(monkeypatch, random_exported, machine, installed):
+    # measured: ONNX Runtime with whole chunks over the cores is as fast as OpenVINO on a quiet CPU
+    # and faster on a busy one (README: Performance); OpenVINO runs when named
+    import platform
+
+    from kwmlp.runtime import Embedder, loader
 
     real = loader.module_installed
-    monkeypatch.setattr(loader.platform, "machine", lambda: machine)
+    monkeypatch.setattr(platform, "machine", lambda: machine)
     monkeypatch.setattr(loader, "module_installed", lambda name: installed if name == "openvino" else real(name))
     backend, why = loader.cpu_choice()
-    assert backend == want and why
-    assert loader.cpu_choice("single")[0] == "onnxruntime-cpu"  # OpenVINO's Resize misses the parity bar there
-    assert loader.cpu_choice(live=True)[0] == "onnxruntime-cpu"  # cheaper per paced window
+    assert backend == "onnxruntime-cpu" and "chunks over the cores" in why
+    assert loader.cpu_choice(live=True)[0] == "onnxruntime-cpu" and "one window at a time" in loader.cpu_choice(True)[1]
+    assert Embedder(random_exported()).backend == "onnxruntime-cpu"
 
 
 @needs_openvino
-def test_auto_falls_back_to_onnxruntime_when_openvino_fails(monkeypatch, random_exported, caplog):
-    import logging
+def test_openvino_by_name(random_exported):
+    from kwmlp.runtime import Embedder
 
-    from kwmlp.runtime import Embedder, loader, openvino_backend
-
-    def broken(*a, **k):
-        raise KwmlpError("OpenVINO could not load it (test)")
-
-    monkeypatch.setattr(loader, "cpu_choice", lambda scene, live=False: ("openvino", "test"))
-    monkeypatch.setattr(openvino_backend, "OvRunner", broken)
-    with caplog.at_level(logging.INFO, logger="kwmlp"):
-        e = Embedder(random_exported())
-    assert e.backend == "onnxruntime-cpu"
-    assert "running random.onnx on onnxruntime-cpu (openvino: OpenVINO could not load it (test))" in caplog.text
-    # backend="onnxruntime" never runs OpenVINO
-    monkeypatch.setattr(loader, "cpu_choice", lambda scene, live=False: pytest.fail("asked for onnxruntime"))
-    assert Embedder(random_exported(), backend="onnxruntime").backend == "onnxruntime-cpu"
+    assert Embedder(random_exported(), backend="openvino").backend == "openvino"
 
 
 def test_explain_auto_says_what_would_run_without_opening_it(monkeypatch, random_exported):
     from kwmlp.runtime import loader
 
     monkeypatch.setattr(loader.ortb, "OrtRunner", lambda *a, **k: pytest.fail("a session was opened"))
-    monkeypatch.setattr(loader, "cpu_choice", lambda scene, live=False: ("openvino", "because (test)"))
+    monkeypatch.setattr(loader, "cpu_choice", lambda live=False: ("onnxruntime-cpu", "because (test)"))
     choice = loader.explain_auto(random_exported())
-    assert choice.backend == "openvino" and choice.reasons[-1] == "because (test)"
+    assert choice.backend == "onnxruntime-cpu" and choice.reasons[-1] == "because (test)"
     monkeypatch.setattr(loader.ortb, "available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     choice = loader.explain_auto(random_exported(), device="cuda")
     assert choice.backend == "onnxruntime-cuda" and "TensorrtExecutionProvider is not in this onnxruntime" in choice.reasons
@@ -191,20 +180,11 @@ def test_openvino_blocks_equal_whole(random_exported):
 
 @needs_openvino
 def test_openvino_single_scene_error_is_bounded(exported):
-    """The reason `auto` keeps ONNX Runtime for the single scene: measured 1.9e-3 on 62.3 s of noise."""
+    """OpenVINO's Resize on the single scene (one interpolation from every frame straight to 16):
+    measured 1.9e-3 on 62.3 s of noise, off the 1e-3 bar (README: OpenVINO)."""
     from kwmlp.runtime import Embedder
 
     z = load_case("noise_62p3s")
     r = Embedder(exported(scene="single"), backend="openvino").embed(z["audio"])
     assert max_abs(r.timestamp_embeddings, z["timestamp_embeddings"]) <= TOL
     assert max_abs(r.scene_embeddings, z["scene_single"]) <= 5e-3
-
-
-@needs_openvino
-def test_live_work_runs_onnxruntime_where_batches_run_openvino(monkeypatch, random_exported):
-    from kwmlp.runtime import Embedder, loader
-
-    monkeypatch.setattr(loader.platform, "machine", lambda: "x86_64")
-    path = random_exported()
-    assert Embedder(path).backend == "openvino"
-    assert Embedder(path, live=True).backend == "onnxruntime-cpu"
