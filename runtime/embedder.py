@@ -32,11 +32,10 @@ __all__ = ["BACKENDS", "DEVICES", "Embedder", "EmbeddingResult"]
 # (measured: 460 MB peak RSS for a 10-minute clip, 238 MB in blocks), with equal results.
 DEFAULT_BLOCK_SECONDS = 64
 # One-second chunks per call on a runner that wants cache-sized calls (the CPU): measured on 2
-# cores, 16 x 10 s clips ran 13% faster in calls of 2 clips than in one call.
+# cores, 16 x 10 s clips ran 13% faster in calls of 2 clips than in one call; with chunks over the
+# cores (kwmlp.runtime.chunk_parallel, calls of this many chunks shared by the workers), 796x
+# realtime against 753x in calls of 64 and 679x in calls of 12 (2-core AMD EPYC, Zen 3).
 CHUNKS_PER_RUN = 24
-# Calls of up to this many one-second chunks (and keyword windows) go over the cores chunk by chunk
-# (kwmlp.runtime.chunk_parallel) where that applies; measured in the README's performance section.
-PARALLEL_MAX_CHUNKS = 64
 OUTPUT_DTYPES = ("float32", "float16")
 # More intra-op threads than this only oversubscribe the cores (100000 never got going).
 MAX_THREADS = 4 * (os.cpu_count() or 1)
@@ -193,11 +192,10 @@ class Embedder:
         if not self._runs_whole(x.shape[1]):
             return EmbeddingResult.stack([self._embed_blocks(row) for row in x])
         parallel = self._usable_parallel()
-        if parallel is not None:
-            rows = max(1, PARALLEL_MAX_CHUNKS // num_chunks(x.shape[1]))
-            return EmbeddingResult.concat([parallel.embed(x[i : i + rows]) for i in range(0, len(x), rows)])
-        rows = max(1, CHUNKS_PER_RUN // num_chunks(x.shape[1])) if self._runner.cache_sized_calls else len(x)
-        return EmbeddingResult.concat([self._run_embeddings(x[i : i + rows]) for i in range(0, len(x), rows)])
+        run = parallel.embed if parallel is not None else self._run_embeddings
+        cache_sized = parallel is not None or self._runner.cache_sized_calls
+        rows = max(1, CHUNKS_PER_RUN // num_chunks(x.shape[1])) if cache_sized else len(x)
+        return EmbeddingResult.concat([run(x[i : i + rows]) for i in range(0, len(x), rows)])
 
     def _embeddings(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """The embedding graph on ``x (B, L)``; a fixed-shape graph on its shape only, unpadded; a
@@ -276,10 +274,10 @@ class Embedder:
         (one window on one thread), else on the keyword runner in calls of cache-sized pieces."""
         parallel = self._usable_parallel()
         if parallel is not None:
-            step, run = PARALLEL_MAX_CHUNKS, parallel.windows
+            step, run = CHUNKS_PER_RUN, parallel.windows
         else:
             runner = self._keyword_runner()
-            step = CHUNKS_PER_RUN if runner.cache_sized_calls else len(x)
+            step = CHUNKS_PER_RUN if runner.cache_sized_calls else max(1, len(x))
             run = lambda piece: runner.run({KEYWORD_INPUT: piece})
         parts = [run(x[i : i + step]) for i in range(0, len(x), step)]
         return {k: np.concatenate([p[k] for p in parts]) for k in KEYWORD_OUTPUTS}
