@@ -10,8 +10,9 @@ LayerNorm: bitwise equal on ONNX Runtime), on one single-threaded session that e
 timestamps and the scene follow in numpy (:mod:`kwmlp.runtime.scene`, PyTorch's float32
 arithmetic, as for clips embedded block by block).
 
-Measured on a 2-core AMD EPYC (Zen 3), one 1 s clip: 2.1-2.3 ms here against 3.6-4.0 ms for the
-embedding graph on one thread and 3.7 ms on two (best of 200 calls, in one run; README).
+Measured in one run on a 2-core AMD EPYC (Zen 3), one 1 s clip, median (README, "Performance"):
+3.75 ms here against 4.30 ms for the embedding graph on two intra-op threads and 5.48 ms on one,
+on a quiet machine; 5.00 against 9.03 ms with another job busy on one core.
 """
 
 from __future__ import annotations

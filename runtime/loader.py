@@ -140,9 +140,10 @@ def cpu_choice(live: bool = False) -> tuple[str, str]:
     cores (:mod:`kwmlp.runtime.chunk_parallel`); OpenVINO runs when asked for by name.
 
     Measured in one run, one process per backend (README, "Performance"), on a 2-core AMD EPYC
-    (Zen 3): on a quiet machine ONNX Runtime 716x realtime on 16 x 10 s against OpenVINO's 679x,
-    and 3.46 against 4.05 ms for one 1 s clip; with another job busy on one core, 467x against 404x
-    and 5.4 against 6.8 ms (ONNX Runtime's own intra-op threads, how it ran before: 306x, 9.3 ms).
+    (Zen 3): on a quiet machine the two are within about 10% (OpenVINO 705x realtime on 16 x 10 s
+    against 665x, ONNX Runtime 3.72 against 4.19 ms for one 1 s clip); with another job busy on
+    one core, ONNX Runtime leads, 416x against 371x and 5.8 against 7.0 ms (with its own intra-op
+    threads, how it ran before: 283x, 8.4 ms).
     Before chunks went over the cores, OpenVINO was 1.2-1.3x ONNX Runtime on 16 x 10 s on quiet
     AVX-512 CPUs (a Zen 5, a Xeon), and ``auto`` ran it; it still may be the faster for batch work
     on an idle AVX-512 machine, and stays one ``backend="openvino"`` away. ``live``: one window at a
@@ -150,7 +151,7 @@ def cpu_choice(live: bool = False) -> tuple[str, str]:
     """
     if live:
         return "onnxruntime-cpu", "one window at a time on one thread: ONNX Runtime measured cheaper per paced window"
-    return "onnxruntime-cpu", ("ONNX Runtime, whole chunks over the cores: as fast as OpenVINO on a quiet CPU, "
+    return "onnxruntime-cpu", ("ONNX Runtime, whole chunks over the cores: within 10% of OpenVINO on a quiet CPU, "
                                "faster on a busy one (measured)")
 
 
