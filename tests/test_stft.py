@@ -46,19 +46,11 @@ def test_every_bin_has_one_computed_source():
 
 
 def test_graph_front_end_equals_the_rfft():
-    import onnxruntime as ort
-    from onnx import helper
-
-    from kwmlp.export.builder import FLOAT, GraphBuilder, value_info
+    from kwmlp.export.builder import GraphBuilder
 
     b = GraphBuilder()
-    out = stft.mel_spectrogram(b, "chunks")
-    g = helper.make_graph(b.nodes, "stft", [value_info("chunks", FLOAT, ["n", 16000])],
-                          [value_info(out, FLOAT, ["n", 98, 40])], b.initializers)
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
+    sess = _chunks_session(b, stft.mel_spectrogram(b, "chunks"), "stft")
     x = np.random.default_rng(2).uniform(-1, 1, (4, 16000)).astype(np.float32)
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     y = sess.run(None, {"chunks": x})[0]
     truth = _mel_power_by_rfft(x.astype(np.float64))
     assert y.shape == (4, 98, 40) and np.abs(y - truth).max() <= 1e-6 * truth.max()
@@ -70,19 +62,11 @@ def test_log_mel_floor_is_1e_10():
     """The graph's log-mel is ``10 log10(max(mel power, 1e-10))``, clamped at each chunk's max - 80 dB
     (README, The graph): silence is exactly -100 dB. A floor 0.1% off moved silence's embeddings by
     6.9e-4, under the parity tolerance of 1e-3, so the floor is checked here on its own."""
-    import onnxruntime as ort
-    from onnx import helper
-
     from kwmlp.export import graph
-    from kwmlp.export.builder import FLOAT, GraphBuilder, value_info
+    from kwmlp.export.builder import GraphBuilder
 
     b = GraphBuilder()
-    out = graph._log_mel(b, "chunks")
-    g = helper.make_graph(b.nodes, "log_mel", [value_info("chunks", FLOAT, ["n", 16000])],
-                          [value_info(out, FLOAT, ["n", 98, 40])], b.initializers)
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    sess = _chunks_session(b, graph._log_mel(b, "chunks"), "log_mel")
     x = np.zeros((3, 16000), np.float32)
     x[1] = np.random.default_rng(3).uniform(-1, 1, 16000)
     x[2, 8000:] = 1e-6 * np.sin(np.arange(8000))  # quiet: partly under the floor
@@ -91,3 +75,17 @@ def test_log_mel_floor_is_1e_10():
     truth = 10 * np.log10(np.maximum(_mel_power_by_rfft(x.astype(np.float64)), 1e-10))
     truth = np.maximum(truth, truth.max(axis=(1, 2), keepdims=True) - 80.0)
     assert np.abs(y - truth).max() <= 1e-3  # dB
+
+
+def _chunks_session(b, out: str, name: str):
+    """An ONNX Runtime session over ``b``'s nodes: ``chunks (n, 16000)`` -> ``out (n, 98, 40)``."""
+    import onnxruntime as ort
+    from onnx import helper
+
+    from kwmlp.export.builder import FLOAT, value_info
+
+    g = helper.make_graph(b.nodes, name, [value_info("chunks", FLOAT, ["n", 16000])],
+                          [value_info(out, FLOAT, ["n", 98, 40])], b.initializers)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
