@@ -123,6 +123,8 @@ class CudaRuntime:
     supports_graphs = True
 
     def capture(self, stream, enqueue) -> object:
+        """``enqueue()`` captured on ``stream`` as an instantiated CUDA graph. Captured work does not
+        run: :meth:`launch` the graph for that (and for every replay)."""
         mode = self.rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
         self._ck(self.rt.cudaStreamBeginCapture(stream, mode))
         failure = None
@@ -144,6 +146,7 @@ class CudaRuntime:
             self._ck(self.rt.cudaGraphDestroy(graph))
 
     def launch(self, graph_exec, stream) -> None:
+        """Run a captured graph on ``stream`` (asynchronously)."""
         self._ck(self.rt.cudaGraphLaunch(graph_exec, stream))
 
     def destroy_graph(self, graph_exec) -> None:

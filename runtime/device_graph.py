@@ -17,14 +17,22 @@ and walks these states, one walk per shape::
 - **captured**: a run stages the input into pinned memory, uploads it, replays the graph and
   downloads the outputs, all on the shape's stream, and synchronizes once.
 - **plain**: the executor cannot be captured (say why in ``Executor.refused``: e.g. ONNX Runtime
-  placed Memcpy nodes, so its CUDA graphs are refused) or graphs are off; it runs plainly on the
-  same preallocated buffers. The reason is logged once, at debug level.
+  placed Memcpy nodes, so its CUDA graphs are refused), its capture failed, or graphs are off; it
+  runs plainly on the same preallocated buffers. The reason is logged once, at debug level.
+
+A shape's first run and its first replay are checked against the runner's general path on the
+same input (``check``). A disagreement, or a failure in those runs, makes the shape **broken**:
+announced once, the general path's answer returned, and the cache drops the shape for good. (Not
+merely plain: ONNX Runtime replays a captured graph on every later run of that session.)
 
 The rules this relies on: a graph freezes the shapes, the device addresses and (TensorRT) the
 optimization profile of its capture, so every shape has an executor and buffers of its own that
 never move (a TensorRT context's layer resources follow the last shape it ran, TensorRT#3798, so a
 TensorRT shape gets its own context); a ShapedRun serves one thread at a time (its lock: its
-buffers are shared, and ONNX Runtime's CUDA graphs do not support concurrent runs of a session).
+buffers are shared), and a runner keeps one cache per thread (ONNX Runtime's CUDA provider keeps
+a session's graph per thread and does not support concurrent runs of a session with CUDA graphs;
+a TensorRT context serves one thread). A run evicted from its cache is closed under its lock;
+a thread that was handed it before gets None and runs the general path.
 
 Nothing here imports CUDA bindings: the CUDA API object (:mod:`kwmlp.cuda`) is handed in.
 """
@@ -166,11 +174,23 @@ class GraphReport:
         self.plain_runs += other.plain_runs
         self.refused.update(other.refused)
 
+    @classmethod
+    def total(cls, reports) -> "GraphReport":
+        """The sum of ``reports``."""
+        out = cls()
+        for r in reports:
+            out.add(r)
+        return out
 
-def differs(got: dict[str, np.ndarray], want: dict[str, np.ndarray], tol: float = 1e-2) -> str | None:
-    """Where ``got`` is not ``want`` within ``tol`` (absolute and relative), or None. Loose on purpose:
-    kernels chosen for a fixed shape round differently; a broken buffer, binding or replay is off by
-    far more (garbage, zeros, NaN)."""
+
+# How far a shape's run may be from the general path's: kernels chosen for a fixed shape round
+# differently (fp32 with TF32 off: ~1e-5; fp16: ~1e-3); a broken buffer, binding or replay is off
+# by far more (garbage, zeros, NaN, another input's results).
+CHECK_TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2}
+
+
+def differs(got: dict[str, np.ndarray], want: dict[str, np.ndarray], tol: float = CHECK_TOLERANCE["fp32"]) -> str | None:
+    """Where ``got`` is not ``want`` within ``tol`` (absolute and relative), or None."""
     for name, w in want.items():
         g = got.get(name)
         if g is None or g.shape != w.shape:
@@ -182,6 +202,7 @@ def differs(got: dict[str, np.ndarray], want: dict[str, np.ndarray], tol: float 
 
 
 def shape_name(shape: tuple[int, ...]) -> str:
+    """``(1, 16000)`` -> ``"1x16000"``: how reports and logs name a shape."""
     return "x".join(str(d) for d in shape)
 
 
@@ -194,9 +215,11 @@ class ShapedRun:
     """
 
     def __init__(self, cuda, executor: Executor, stream, use_graphs: bool,
-                 check: Callable[[np.ndarray], dict[str, np.ndarray]] | None = None):
-        self.cuda, self.executor, self.stream, self.check = cuda, executor, stream, check
-        self.broken: str | None = None  # set when its first run disagreed with ``check``
+                 check: Callable[[np.ndarray], dict[str, np.ndarray]] | None = None, tol: float = CHECK_TOLERANCE["fp32"]):
+        self.cuda, self.executor, self.stream, self.check, self.tol = cuda, executor, stream, check, tol
+        self.broken: str | None = None  # why it must not run again (a checked run disagreed or failed)
+        self.closed = False  # set under the lock by close(): a thread handed this run before is told
+        self._checked_first = False
         self.inputs = [n for n, s in executor.tensors.items() if s.is_input]
         self.outputs = [n for n, s in executor.tensors.items() if not s.is_input]
         self.shape = executor.tensors[self.inputs[0]].shape
@@ -222,7 +245,7 @@ class ShapedRun:
         if self.state == WARM:
             try:
                 self.graph = self.executor.capture()
-            except (CaptureRefused, RuntimeError) as e:  # CudaError is a RuntimeError; plain from now on
+            except Exception as e:  # CaptureRefused, CudaError, a failed enqueue under capture: plain from now on
                 self._refuse(f"capture failed ({first_line(e)[:200]})")
                 self.report.plain_runs += 1
                 return self.executor.enqueue()
@@ -243,44 +266,47 @@ class ShapedRun:
         self.cuda.sync(self.stream)
         return {n: self.buffers.result(n) for n in self.outputs}
 
-    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+    def run(self, x: np.ndarray) -> dict[str, np.ndarray] | None:
+        """The outputs for ``x``; None when the run was closed (evicted) after it was handed out:
+        the caller's general path runs it then."""
         with self.lock:
-            return self._run(x)
+            return None if self.closed else self._run(x)
 
     def _run(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        before = self.state
-        self.submit(x)
-        out = self.collect()
-        if self.check is None or not (before == COLD or before == WARM and self.state == CAPTURED):
-            return out
-        return self._verified(before, x, out)
+        """One run; its first run and its first replay are checked (:meth:`_checked`)."""
+        first = self.check is not None and (not self._checked_first or self.state == WARM)
+        if not first:
+            self.submit(x)
+            return self.collect()
+        try:
+            self.submit(x)
+            out = self.collect()
+        except Exception as e:  # the session or context fails at this shape: the general path runs it
+            return self._break(x, f"its run failed ({first_line(e)[:200]})")
+        self._checked_first = True
+        return self._checked(x, out)
 
-    def _verified(self, before: str, x: np.ndarray, out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """The first plain run and the first replay of a shape are checked against ``check`` (the
-        runner's general path) on the same input; a disagreement is announced and ``check``'s answer
-        returned: after a plain run the shape is ``broken`` (its cache drops it), after a capture
-        the shape runs plainly from then on."""
-        ref = self.check(x)
-        diff = differs(out, ref)
-        if diff is None:
-            return out
-        name = shape_name(self.shape)
-        if before == COLD:
-            self.broken = f"its outputs differ from the general path's ({diff})"
-            log.warning("kwmlp: shape %s: %s; it runs on the general path", name, self.broken)
-        else:
-            self.executor.release(self.graph)
-            self.graph = None
-            self._refuse(f"its CUDA graph's outputs differ from a plain run's ({diff})")
-            log.warning("kwmlp: shape %s: CUDA graph dropped: %s", name, self.report.refused[name])
-        return ref
+    def _checked(self, x: np.ndarray, out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``out`` when it agrees with ``check`` (the runner's general path) on the same input; else
+        the shape is ``broken`` (its cache drops it, the general path runs it from then on), which
+        is announced, and ``check``'s answer returned. A wrong replay is not merely dropped for plain
+        runs: ONNX Runtime would replay its graph on every later run of that session."""
+        diff = differs(out, self.check(x), self.tol)
+        return out if diff is None else self._break(x, f"its outputs differ from the general path's ({diff})")
 
-    def run_device(self, x: np.ndarray) -> dict[str, DeviceArray]:
-        """Like :meth:`run`, the outputs left on the device: each copied (device to device) into an
+    def _break(self, x: np.ndarray, why: str) -> dict[str, np.ndarray]:
+        self.broken = why
+        log.warning("kwmlp: shape %s: %s; it runs on the general path", shape_name(self.shape), why)
+        return self.check(x)
+
+    def run_device(self, x: np.ndarray) -> dict[str, DeviceArray] | None:
+        """Like :meth:`run` (None when closed), the outputs left on the device: each copied (device to device) into an
         allocation of its own, which the next run does not overwrite. A shape's first runs, which
         are checked on the host, are uploaded from their checked host outputs instead."""
         with self.lock:
-            if self.check is not None and self.state in (COLD, WARM):
+            if self.closed:
+                return None
+            if self.check is not None and (not self._checked_first or self.state == WARM):
                 host = self._run(x)
                 return {n: self._upload(n, host[n]) for n in self.outputs}
             self.buffers.stage(self.inputs[0], x)
@@ -305,6 +331,7 @@ class ShapedRun:
 
     def close(self) -> None:
         with self.lock:
+            self.closed = True
             if self.graph is not None:
                 self.executor.release(self.graph)
                 self.graph = None
@@ -313,16 +340,19 @@ class ShapedRun:
             self.cuda.destroy_stream(self.stream)
 
 
-def pipelined(lanes: list[ShapedRun], pieces: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
+def pipelined(lanes: list[ShapedRun], pieces: list[np.ndarray]) -> list[dict[str, np.ndarray]] | None:
     """Run equal-shaped ``pieces`` on ``lanes`` (ShapedRuns of that shape, each on its own stream) in
     turn, so that one lane's upload and download overlap another's compute: piece k is submitted
-    before piece k - len(lanes) + 1 is collected. Results in the order of ``pieces``."""
+    before piece k - len(lanes) + 1 is collected. Results in the order of ``pieces``; None when a
+    lane was closed after it was handed out."""
     results: list[dict[str, np.ndarray]] = []
     pending: list[ShapedRun] = []
     locks = [lane.lock for lane in lanes]
     for lock in locks:
         lock.acquire()
     try:
+        if any(lane.closed for lane in lanes):
+            return None
         for k, piece in enumerate(pieces):
             lane = lanes[k % len(lanes)]
             if len(pending) == len(lanes):  # this lane's previous piece must be out of its buffers
@@ -383,9 +413,9 @@ class ShapeCache:
                 self._retire(old)
             try:
                 run = self._runs[key] = self.make(shape)
-            except KwmlpError as e:  # the general path keeps serving this shape
-                self._failed[shape] = str(e)
-                log.debug("kwmlp: shape %s stays on the general path: %s", shape_name(shape), e)
+            except Exception as e:  # KwmlpError, a CUDA error (out of memory): the general path serves it
+                self._failed[shape] = first_line(e)[:300]
+                log.debug("kwmlp: shape %s stays on the general path: %s", shape_name(shape), self._failed[shape])
                 return None
             return run
 
@@ -394,15 +424,14 @@ class ShapeCache:
         run.close()  # waits for a thread still running it (its lock)
 
     def report(self) -> GraphReport:
+        """Graphs captured and replayed and shapes refused, over every run it held."""
         with self._lock:
-            total = GraphReport()
-            total.add(self._closed)
-            for run in self._runs.values():
-                total.add(run.report)
+            total = GraphReport.total([self._closed] + [r.report for r in self._runs.values()])
             total.refused.update((shape_name(s), why) for s, why in self._failed.items())
             return total
 
     def close(self) -> None:
+        """Close every run it holds (waiting for threads running them)."""
         with self._lock:
             while self._runs:
                 self._retire(self._runs.popitem(last=False)[1])
@@ -418,8 +447,10 @@ def run_in_lanes(cache: ShapeCache, x: np.ndarray, rows: int, lanes: int = 2) ->
         return None
     pieces = [x[i : i + rows] for i in range(0, len(x), rows)]
     pieces[-1] = pad_rows(pieces[-1], rows)
-    if all(r.state in (CAPTURED, PLAIN) for r in runs):
+    if all(r.state in (CAPTURED, PLAIN) and r._checked_first for r in runs):
         outs = pipelined(runs, pieces)
     else:  # warming up: one piece at a time, each lane's first runs checked (ShapedRun.run)
         outs = [runs[k % lanes].run(p) for k, p in enumerate(pieces)]
+    if outs is None or any(o is None for o in outs):
+        return None
     return {k: np.concatenate([o[k] for o in outs])[: len(x)] for k in outs[0]}

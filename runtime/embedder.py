@@ -226,11 +226,10 @@ class Embedder:
         ``(B, L // 160)``, ``(B, 1024)``; DLPack: ``torch.from_dlpack(r.scene_embeddings)``), each
         in an allocation of its own that later calls leave alone. GPU backends with ``cuda_graph=True``,
         for clips that run whole (up to ``block_seconds``)."""
-        run = getattr(self._runner, "run_device", None)
-        if run is None:
-            raise KwmlpError(f"results stay on the GPU only on a GPU backend (TensorRT or onnxruntime-cuda, with "
-                             f"cuda_graph=True and cuda-python); this embedder runs {self.backend}")
+        run = self._runner.run_device
         x, squeeze = as_audio_batch(audio)
+        if self._fixed_shape is not None:
+            x = require_shape(x, self._fixed_shape, self._runner.path)
         n = x.shape[1]
         if not self._runs_whole(n):
             raise KwmlpError(f"a clip of {n / CHUNK_SAMPLES:g} s runs block by block on the host; "
@@ -294,13 +293,9 @@ class Embedder:
     def graph_report(self) -> GraphReport | None:
         """CUDA graphs captured and replayed so far, and the shapes that run without one and why
         (embedding and keyword graphs together); None on a runner without device graphs (the CPU)."""
-        reports = [r.graph_report() for r in (self._runner, self._keywords) if hasattr(r, "graph_report")]
-        if not reports:
-            return None
-        total = GraphReport()
-        for r in reports:
-            total.add(r)
-        return total
+        reports = [r.graph_report() for r in (self._runner, self._keywords) if r is not None]
+        reports = [r for r in reports if r is not None]
+        return GraphReport.total(reports) if reports else None
 
     def close(self) -> None:
         """Release the sessions or engines now (ONNX Runtime and OpenVINO also free theirs on garbage

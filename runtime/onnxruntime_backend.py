@@ -16,8 +16,9 @@ log = logging.getLogger("kwmlp")
 
 
 def physical_cores() -> int:
-    """Physical cores of this machine (ORT's default too; set explicitly so the choice is visible)."""
-    n = os.cpu_count() or 1
+    """Physical cores this process may use (ORT's default too; set explicitly so the choice is
+    visible): at most the CPUs of its affinity mask, which containers and ``taskset`` set."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     try:
         with open("/proc/cpuinfo") as f:
             ids, phys = set(), None
@@ -204,8 +205,11 @@ def providers_for(backend: str, graph_input: str = EMBEDDING_INPUT, shape: tuple
     """
     if backend not in ("onnxruntime-trt", "onnxruntime-cuda"):
         return ["CPUExecutionProvider"]
-    on_stream = {} if stream is None else {"has_user_compute_stream": "1", "user_compute_stream": str(stream)}
-    cuda = {**cuda_options(import_onnxruntime().__version__), **on_stream}
+    # the CUDA provider takes both keys; the TensorRT provider only user_compute_stream (it sets its
+    # own flag, and refuses an option it does not know)
+    on_stream = {} if stream is None else {"user_compute_stream": str(stream)}
+    cuda = {**cuda_options(import_onnxruntime().__version__), **on_stream,
+            **({} if stream is None else {"has_user_compute_stream": "1"})}
     if backend == "onnxruntime-cuda":
         return [("CUDAExecutionProvider", {**cuda, "enable_cuda_graph": "1"} if graphs else cuda), "CPUExecutionProvider"]
     if not _tf32_override_is_set():
@@ -224,6 +228,8 @@ def providers_for(backend: str, graph_input: str = EMBEDDING_INPUT, shape: tuple
         **(trt_profile_options(graph_input) if shape is None else exact_profile_options(graph_input, shape)),
         **on_stream, **({"trt_cuda_graph_enable": True} if graphs else {}),
     }
+    if shape is not None:  # each shape's engine cached apart: the cache's name hashes the model, not shapes
+        trt["trt_engine_cache_prefix"] = f"kwmlp_{graph_input}_{'x'.join(str(d) for d in shape)}"
     return [("TensorrtExecutionProvider", trt), ("CUDAExecutionProvider", cuda), "CPUExecutionProvider"]
 
 

@@ -19,8 +19,11 @@ capture, then replays it, all in one ``run_with_iobinding``); every later run re
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
+import threading
 
 import numpy as np
 
@@ -31,15 +34,18 @@ from kwmlp.artifact import (
 from kwmlp.errors import KwmlpError, first_line
 from kwmlp.runtime import onnxruntime_backend as ortb
 from kwmlp.runtime.device_array import DeviceArray
-from kwmlp.runtime.device_graph import Executor, GraphReport, ShapeCache, ShapedRun, TensorSpec, run_in_lanes, shape_name
+from kwmlp.runtime.device_graph import (
+    CHECK_TOLERANCE, Executor, GraphReport, ShapeCache, ShapedRun, TensorSpec, run_in_lanes, shape_name,
+)
 from kwmlp.runtime.runner import Runner
 from kwmlp.runtime.shapes import bucket_rows, pad_rows
 
 log = logging.getLogger("kwmlp")
 
 _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
-# the run option that leaves the stream unsynchronized at the end of a run: the downloads that
-# follow on the same stream, then one synchronize, order everything
+# the run option that leaves the stream unsynchronized at the end of a plain run: the downloads that
+# follow on the same stream, then one synchronize, order everything (a graph replay synchronizes
+# the stream itself, so two lanes overlap less on ONNX Runtime than on TensorRT)
 _NO_SYNC = "disable_synchronize_execution_providers"
 
 
@@ -57,9 +63,11 @@ def session_options(ort, input_name: str, shape: tuple[int, ...], threads: int |
 
 
 def model_at(path: str, info: ModelInfo, shape: tuple[int, ...]) -> tuple[str, bool]:
-    """(the model to open at ``shape``, whether it is a fixed-shape file): the export's
-    ``NAME.BxS.onnx`` when one of this export lies beside it (:func:`kwmlp.artifact.fixed_shapes_of`),
-    else the export itself, to be folded with free-dimension overrides."""
+    """(the model to open at ``shape``, whether it is a fixed-shape file): a fixed-shape file itself;
+    the export's ``NAME.BxS.onnx`` when one of this export lies beside it
+    (:func:`kwmlp.artifact.fixed_shapes_of`); else the export, folded with free-dimension overrides."""
+    if info.shape is not None:
+        return path, True
     if info.layout != LAYOUT_EMBEDDINGS:
         return path, False
     fixed = fixed_shapes_of(path, info).get(tuple(shape))
@@ -96,11 +104,23 @@ class OrtShapeExecutor(Executor):
         return self._session(session_options(self.ort, free, self.shape, threads), providers(False)), refused
 
     def _session(self, opts, providers: list):
+        """A session whose first provider is the one asked for. ONNX Runtime's Python layer retries a
+        session whose provider refused an option with its fallback providers, and says so on stdout
+        ("EP Error ... Falling back"): that text is kept off the user's stdout, and such a session
+        refused, since it runs neither on the shape's stream nor with the options asked for."""
+        wanted, said = providers[0][0], io.StringIO()
         try:
-            return self.ort.InferenceSession(self.path, sess_options=opts, providers=providers)
+            with contextlib.redirect_stdout(said):
+                session = self.ort.InferenceSession(self.path, sess_options=opts, providers=providers)
         except Exception as e:  # ORT's own exception types
             raise KwmlpError(f"ONNX Runtime could not open {os.path.basename(self.path)} at shape "
                              f"{self.shape} on {self.backend} ({first_line(e)[:300]})") from e
+        started = session.get_providers()
+        if not started or started[0] != wanted:
+            why = next((line for line in said.getvalue().splitlines() if "EP Error" in line), "")
+            raise KwmlpError(f"ONNX Runtime started {started[0] if started else 'nothing'} instead of {wanted} for "
+                             f"{os.path.basename(self.path)} at shape {self.shape}{f' ({why[:300]})' if why else ''}")
+        return session
 
     def _specs(self, info: ModelInfo) -> dict[str, TensorSpec]:
         shapes = io_shapes(info, self.shape)
@@ -129,12 +149,14 @@ class OrtShapeExecutor(Executor):
 
 
 class OrtCudaRunner(Runner):
-    """ONNX Runtime's CUDA or TensorRT provider (``general.backend``): calls at a shape met ``admit_after`` times run on a session of
-    their own at that shape (:class:`OrtShapeExecutor`, replayed as a CUDA graph where ONNX Runtime
-    allows); other calls run on the general session (``general``, an :class:`OrtRunner`).
+    """ONNX Runtime's CUDA or TensorRT provider (``general.backend``): calls at a shape met
+    ``admit_after`` times run on a session of their own at that shape (:class:`OrtShapeExecutor`,
+    replayed as a CUDA graph where ONNX Runtime allows); other calls run on the general session
+    (``general``, an :class:`OrtRunner`).
 
-    ``cuda`` is the CUDA API of :mod:`kwmlp.cuda` (streams and pinned memory); ``capacity`` bounds
-    the shapes held at once.
+    Each thread has a cache of its own (at most ``capacity`` shapes): ONNX Runtime's CUDA provider
+    keeps a session's graph per thread, and a session with CUDA graphs takes one run at a time.
+    ``cuda`` is cuda-python's API (:mod:`kwmlp.cuda`): streams and pinned memory.
     """
 
     fixed_shapes = True  # calls at repeated shapes replay: the embedder pads calls to few shapes
@@ -149,62 +171,95 @@ class OrtCudaRunner(Runner):
         self.path, self.backend, self.providers = general.path, general.backend, general.providers
         self.inputs, self.outputs = general.inputs, general.outputs
         self.max_samples, self.cache_sized_calls = general.max_samples, False
-        self.threads = threads
-        self.shapes = ShapeCache(self._shaped, capacity=capacity, admit_after=admit_after)
-        self.exact_shapes = frozenset(fixed_shapes_of(self.path, info)) if info.layout == LAYOUT_EMBEDDINGS else frozenset()
+        self.threads, self.capacity, self.admit_after = threads, capacity, admit_after
+        self._local, self._caches, self._lock = threading.local(), [], threading.Lock()
+        self.exact_shapes = exact_shapes(self.path, info)
 
     @property
     def metadata(self) -> dict[str, str]:
         return self.general.metadata
+
+    @property
+    def shapes(self) -> ShapeCache:
+        """This thread's cache of sessions at fixed shapes."""
+        cache = getattr(self._local, "cache", None)
+        if cache is None:
+            cache = self._local.cache = ShapeCache(self._shaped, capacity=self.capacity, admit_after=self.admit_after)
+            with self._lock:
+                self._caches.append(cache)
+        return cache
 
     def _shaped(self, shape: tuple[int, ...]) -> ShapedRun:
         stream = self.cuda.stream()
         try:
             executor = OrtShapeExecutor(self.path, self.info, shape, self.cuda.handle(stream), self.graphs,
                                         self.threads, self.backend)
-            return ShapedRun(self.cuda, executor, stream, use_graphs=self.graphs,
+            return ShapedRun(self.cuda, executor, stream, use_graphs=self.graphs, tol=CHECK_TOLERANCE[self.info.precision],
                              check=lambda x: self.general.run({self.inputs[0]: x}))
         except Exception:
             self.cuda.destroy_stream(stream)
             raise
 
+    def _rows(self, x: np.ndarray) -> int:
+        """Rows a call runs as: its own at a fixed-shape file's shape, else :func:`bucket_rows`."""
+        return len(x) if x.shape in self.exact_shapes else bucket_rows(len(x))
+
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """A call on its shape's session where it has one (a large batch in pieces on two streams,
+        copies overlapping compute), else on the general session."""
         (x,) = feeds.values()
-        if len(x) > self.piece_rows:  # a large batch: pieces on two streams, copies overlapping compute
+        out = None
+        if len(x) > self.piece_rows and x.shape not in self.exact_shapes:
             out = run_in_lanes(self.shapes, x, self.piece_rows)
-            return self.general.run(feeds) if out is None else out
-        rows = len(x) if x.shape in self.exact_shapes else bucket_rows(len(x))  # few shapes (kwmlp.runtime.shapes)
-        shaped = self.shapes.get((rows,) + x.shape[1:])
-        if shaped is None:
-            return self.general.run(feeds)
-        return {k: v[: len(x)] for k, v in shaped.run(pad_rows(x, rows)).items()}
+        elif (shaped := self.shapes.get(self._run_shape(x))) is not None:
+            out = shaped.run(pad_rows(x, self._rows(x)))
+            out = None if out is None else {k: v[: len(x)] for k, v in out.items()}
+        return self.general.run(feeds) if out is None else out
+
+    def _run_shape(self, x: np.ndarray) -> tuple[int, ...]:
+        return (self._rows(x),) + x.shape[1:]
 
     def run_device(self, feeds: dict[str, np.ndarray]) -> dict[str, DeviceArray]:
         """:meth:`run` with the outputs left on the GPU (:class:`~kwmlp.runtime.device_array.DeviceArray`)."""
         (x,) = feeds.values()
-        rows = len(x) if x.shape in self.exact_shapes else bucket_rows(len(x))
-        shaped = self.shapes.get((rows,) + x.shape[1:], now=True)
-        if shaped is None:
-            raise KwmlpError(f"{os.path.basename(self.path)} cannot keep results on the GPU at shape {x.shape}: "
-                             f"{self.shapes.report().refused.get(shape_name((rows,) + x.shape[1:]), 'no session')}")
-        return {k: v.head(len(x)) for k, v in shaped.run_device(pad_rows(x, rows)).items()}
+        shape = self._run_shape(x)
+        for _ in range(2):  # a run evicted between get and run: the next get makes another
+            shaped = self.shapes.get(shape, now=True)
+            out = None if shaped is None else shaped.run_device(pad_rows(x, shape[0]))
+            if out is not None:
+                return {k: v.head(len(x)) for k, v in out.items()}
+        raise KwmlpError(f"{os.path.basename(self.path)} cannot keep results on the GPU at shape {x.shape}: "
+                         f"{self.graph_report().refused.get(shape_name(shape), 'its session was closed')}")
 
     def graph_report(self) -> GraphReport:
-        return self.shapes.report()
+        with self._lock:
+            return GraphReport.total(c.report() for c in self._caches)
 
     def close(self) -> None:
-        self.shapes.close()
+        with self._lock:
+            for cache in self._caches:
+                cache.close()
         self.general.close()
 
 
+def exact_shapes(path: str, info: ModelInfo) -> frozenset:
+    """The input shapes with a fixed-shape model: a fixed-shape file's own, or those of the
+    export's fixed-shape files beside it."""
+    if info.shape is not None:
+        return frozenset({info.shape})
+    return frozenset(fixed_shapes_of(path, info)) if info.layout == LAYOUT_EMBEDDINGS else frozenset()
+
+
 def on_device(general: Runner, graphs: bool = True, threads: int | None = None) -> Runner:
-    """``general`` (an ONNX Runtime CUDA session) with sessions at fixed shapes added, where the CUDA
-    bindings that stage and stream them are installed; else ``general`` as it is (the reason at
-    debug level)."""
+    """``general`` (an ONNX Runtime CUDA session) with sessions at fixed shapes added, where
+    cuda-python (streams, pinned memory, no pycuda: it needs a context pushed per thread) is
+    installed; else ``general`` as it is (the reason at debug level)."""
     from kwmlp import cuda as cuda_api
 
     try:
         api = cuda_api.load()
+        if not api.supports_graphs:  # pycuda: no graphs, and a context to push in every thread
+            raise KwmlpError(f"sessions at fixed shapes need cuda-python, not {api.name}")
         info = ModelInfo.from_props(general.metadata, general.path)
     except KwmlpError as e:
         log.debug("kwmlp: %s runs without sessions at fixed shapes or CUDA graphs (%s)",

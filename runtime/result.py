@@ -23,8 +23,10 @@ class EmbeddingResult:
     scene_embeddings: np.ndarray
 
     def astype(self, dtype) -> "EmbeddingResult":
-        """The three arrays as ``dtype`` (e.g. float16 for a next model that takes half precision)."""
-        return EmbeddingResult(*(np.asarray(getattr(self, f)).astype(dtype, copy=False) for f in EMBEDDING_OUTPUTS))
+        """The two embeddings as ``dtype`` (e.g. float16 for a next model that takes half precision);
+        the timestamps stay float32 (float16 cannot count 10 ms steps past 2 s, nor ms past 65504)."""
+        return EmbeddingResult(self.timestamp_embeddings.astype(dtype, copy=False), self.timestamps,
+                               self.scene_embeddings.astype(dtype, copy=False))
 
     def __getitem__(self, i) -> "EmbeddingResult":
         return EmbeddingResult(self.timestamp_embeddings[i], self.timestamps[i], self.scene_embeddings[i])

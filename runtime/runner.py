@@ -11,6 +11,7 @@ import abc
 
 import numpy as np
 
+from kwmlp.errors import KwmlpError
 from kwmlp.runtime.shapes import pad_rows
 
 
@@ -55,6 +56,16 @@ class Runner(abc.ABC):
     @abc.abstractmethod
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """``{input name: float32 array}`` -> ``{output name: float32 array}``; thread-safe."""
+
+    def run_device(self, feeds: dict[str, np.ndarray]) -> dict:
+        """Like :meth:`run`, the outputs left on the GPU as :class:`~kwmlp.runtime.device_array.DeviceArray`
+        (runners with sessions at fixed shapes); KwmlpError elsewhere."""
+        raise KwmlpError(f"results stay on the GPU only on a GPU backend (TensorRT or onnxruntime-cuda, with "
+                         f"cuda_graph=True and cuda-python); this runs {self.backend}")
+
+    def graph_report(self):
+        """The :class:`~kwmlp.runtime.device_graph.GraphReport` of a runner with device graphs; None here."""
+        return None
 
     def close(self) -> None:
         """Release what the runner holds (sessions, engines, device memory). Idempotent."""

@@ -30,8 +30,11 @@ from kwmlp.artifact import onnx_beside, read_model_info, require_file
 from kwmlp.artifact.sidecar import (
     EngineInfo, Profile, find_sidecar, first_fitting, mismatch, rows_per_call, sidecar_path, this_device,
 )
-from kwmlp.runtime.device_graph import Executor, GraphReport, ShapeCache, ShapedRun, TensorSpec, run_in_lanes
+from kwmlp.runtime.device_graph import (
+    CHECK_TOLERANCE, Executor, GraphReport, ShapeCache, ShapedRun, TensorSpec, run_in_lanes,
+)
 from kwmlp.runtime.runner import Runner, run_in_rows
+from kwmlp.runtime.shapes import bucket_rows, pad_rows
 from kwmlp.trt import import_tensorrt, logger as trt_logger
 
 log = logging.getLogger("kwmlp")
@@ -174,7 +177,8 @@ class TrtShapeExecutor(Executor):
     def __init__(self, trt, cuda, engine, profile: int, shape: tuple[int, ...], stream):
         self.cuda, self.stream, self.handle = cuda, stream, cuda.handle(stream)
         self.engine = engine  # the context needs its engine alive
-        self.context = engine.create_execution_context()
+        self.memory = 0  # device memory of its own, for this shape only (TensorRT >= 10.1)
+        self.context = _shape_context(trt, engine)
         if self.context is None:
             raise KwmlpError("TensorRT could not create an execution context (out of GPU memory?)")
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
@@ -184,6 +188,10 @@ class TrtShapeExecutor(Executor):
         shapes = _shapes_at(self.context, names, inputs[0], shape, profile)
         self.tensors = {n: TensorSpec(shapes[n], np.dtype(trt.nptype(engine.get_tensor_dtype(n))), n in inputs)
                         for n in names}
+        if hasattr(self.context, "update_device_memory_size_for_shapes"):  # user-managed: sized for this shape
+            size = max(int(self.context.update_device_memory_size_for_shapes()), 1)
+            self.memory = cuda.malloc(size)
+            self.context.set_device_memory(self.memory, size)
 
     def bind(self, buffers) -> None:
         for name in self.tensors:
@@ -207,6 +215,23 @@ class TrtShapeExecutor(Executor):
 
     def close(self) -> None:
         self.context = self.engine = None  # TensorRT frees them when their last references go
+        if self.memory:
+            self.cuda.free(self.memory)
+            self.memory = 0
+
+
+def _shape_context(trt, engine):
+    """An execution context for one shape. By default a context reserves the device memory of the
+    largest shape of every profile (TensorRT's STATIC strategy: the 10-minute profile's, for each of
+    a runner's shapes); where TensorRT has user-managed memory (10.1 and later) the context is made
+    without any, and :class:`TrtShapeExecutor` gives it what its own shape needs."""
+    strategy = getattr(getattr(trt, "ExecutionContextAllocationStrategy", None), "USER_MANAGED", None)
+    if strategy is None:
+        return engine.create_execution_context()
+    context = engine.create_execution_context(strategy)
+    if context is not None and not hasattr(context, "set_device_memory"):  # no way to give it memory: the default
+        return engine.create_execution_context()
+    return context
 
 
 class _Worker:
@@ -214,8 +239,8 @@ class _Worker:
     with CUDA graphs, a context per shape met (:class:`TrtShapeExecutor` in a
     :class:`~kwmlp.runtime.device_graph.ShapeCache`), captured after one plain run and replayed."""
 
-    def __init__(self, trt, cuda, make_engine, profiles, use_graphs: bool):
-        self.trt, self.cuda, self.make_engine, self.profiles = trt, cuda, make_engine, profiles
+    def __init__(self, trt, cuda, make_engine, profiles, use_graphs: bool, tol: float = CHECK_TOLERANCE["fp32"]):
+        self.trt, self.cuda, self.make_engine, self.profiles, self.tol = trt, cuda, make_engine, profiles, tol
         self.engine = engine = make_engine()
         self.context = engine.create_execution_context()
         if self.context is None:
@@ -236,7 +261,7 @@ class _Worker:
         stream = self.cuda.stream()
         try:
             executor = TrtShapeExecutor(self.trt, self.cuda, self.make_engine(), profile, shape, stream)
-            return ShapedRun(self.cuda, executor, stream, use_graphs=self.use_graphs,
+            return ShapedRun(self.cuda, executor, stream, use_graphs=self.use_graphs, tol=self.tol,
                              check=lambda x: self._run_general(x, profile))
         except Exception:
             self.cuda.destroy_stream(stream)
@@ -244,9 +269,8 @@ class _Worker:
 
     def run(self, x: np.ndarray, profile: int) -> dict[str, np.ndarray]:
         shaped = self.shapes.get(x.shape) if self.shapes is not None else None
-        if shaped is not None:
-            return shaped.run(x)
-        return self._run_general(x, profile)
+        out = shaped.run(x) if shaped is not None else None  # None: no run for it, or evicted meanwhile
+        return self._run_general(x, profile) if out is None else out
 
     def _run_general(self, x: np.ndarray, profile: int) -> dict[str, np.ndarray]:
         name, ctx = self.inputs[0], self.context
@@ -337,20 +361,34 @@ class TrtRunner(Runner):
         w = getattr(self._local, "worker", None)
         if w is None:
             with self._lock, self.cuda.context():
-                w = _Worker(self.trt, self.cuda, self._engine, self.profiles, self.cuda_graph)
+                tol = CHECK_TOLERANCE.get(self.metadata.get("kwmlp.precision", "fp32"), CHECK_TOLERANCE["fp16"])
+                w = _Worker(self.trt, self.cuda, self._engine, self.profiles, self.cuda_graph, tol)
                 self._workers.append(w)
             self._local.worker = w
         return w
 
+    def _call_rows(self, x: np.ndarray, rows: int) -> int:
+        """Rows a call of ``x`` runs as: a small call padded to few shapes (:func:`bucket_rows`) where
+        they fit the profile's ``rows``, a fixed shape's or a plain runner's call as it is."""
+        if not self.fixed_shapes or x.shape in self.exact_shapes:
+            return len(x)
+        padded = bucket_rows(len(x))
+        return padded if padded <= rows else len(x)
+
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """A call in the first profile that takes its shape, in pieces of that profile's rows (on two
+        streams in turn with CUDA graphs, copies overlapping compute), on this thread's worker."""
         (x,) = feeds.values()
         profile, rows = rows_per_call(self.profiles, x.shape, self.path)
         w = self._worker()
         with self.cuda.context():
-            if w.shapes is not None and len(x) > rows:  # pieces on two streams, copies overlapping compute
+            if w.shapes is not None and len(x) > rows:
                 out = run_in_lanes(w.shapes, x, rows)
                 if out is not None:
                     return out
+            n = self._call_rows(x, rows)
+            if n != len(x):
+                return {k: v[: len(x)] for k, v in w.run(pad_rows(x, n), profile).items()}
             # with CUDA graphs the remainder piece is padded to the full pieces' shape, so that a
             # split batch meets one shape and replays its graph
             return run_in_rows(lambda f: w.run(f[self.inputs[0]], profile), feeds, rows, self.outputs,
@@ -364,19 +402,19 @@ class TrtRunner(Runner):
         if w.shapes is None or len(x) > rows:
             raise KwmlpError(f"{self.path}: results stay on the GPU only with cuda_graph=True and at most "
                              f"{rows} rows of this length per call")
+        n = self._call_rows(x, rows)
         with self.cuda.context():
-            shaped = w.shapes.get(x.shape, now=True)
-            if shaped is None:
-                raise KwmlpError(f"{self.path} cannot keep results on the GPU at shape {x.shape}")
-            return shaped.run_device(x)
+            for _ in range(2):  # a run evicted between get and run: the next get makes another
+                shaped = w.shapes.get((n,) + x.shape[1:], now=True)
+                out = None if shaped is None else shaped.run_device(pad_rows(x, n))
+                if out is not None:
+                    return {k: v.head(len(x)) for k, v in out.items()}
+        raise KwmlpError(f"{self.path} cannot keep results on the GPU at shape {x.shape}")
 
     def graph_report(self) -> GraphReport:
         """CUDA graphs captured and replayed, and shapes refused, over every thread's worker."""
-        total = GraphReport()
         with self._lock:
-            for w in self._workers:
-                total.add(w.report())
-        return total
+            return GraphReport.total(w.report() for w in self._workers)
 
     def close(self) -> None:
         """Frees every thread's context, stream and device buffers (there is no finalizer: device

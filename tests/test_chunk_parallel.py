@@ -84,10 +84,14 @@ def test_results_in_half_precision(random_exported):
 
     path = random_exported()
     full, half = Embedder(path, backend="onnxruntime-cpu"), Embedder(path, backend="onnxruntime-cpu", output_dtype="float16")
+    # (embeddings in float16; 70 s below: longer than float16's largest ms count, 65504)
     x = np.random.default_rng(1).uniform(-0.5, 0.5, (2, 20000)).astype(np.float32)
     a, b = full.embed(x), half.embed(x)
-    assert b.timestamp_embeddings.dtype == b.scene_embeddings.dtype == b.timestamps.dtype == np.float16
+    assert b.timestamp_embeddings.dtype == b.scene_embeddings.dtype == np.float16
     np.testing.assert_array_equal(b.scene_embeddings, a.scene_embeddings.astype(np.float16))
+    # timestamps stay float32: float16 cannot count 10 ms steps past 2 s, nor ms past 65504
+    long = half.embed(np.zeros(16000 * 70, np.float32))
+    assert long.timestamps.dtype == np.float32 and long.timestamps[-1] == 70000.0
     assert [r.timestamp_embeddings.dtype for r in half.embed([x[0], x[1, :100]])] == [np.float16] * 2
     assert half.keyword_logits(x[:, :16000]).dtype == np.float16
     with pytest.raises(KwmlpError, match="output_dtype must be one of float32, float16, got 'int8'"):

@@ -30,13 +30,26 @@ def _host(ptr, shape, dtype=np.float32):
     return np.frombuffer((ctypes.c_char * (n * np.dtype(dtype).itemsize)).from_address(ptr), dtype).reshape(shape)
 
 
+class Fail(Exception):
+    """ONNX Runtime's own exception types subclass Exception, not RuntimeError."""
+
+
+# What ONNX Runtime's TensorRT provider accepts of the options the runtime sets (it refuses others,
+# and the Python layer then retries the session with its fallback providers).
+TRT_OPTIONS = {"device_id", "trt_fp16_enable", "trt_engine_cache_enable", "trt_engine_cache_path",
+               "trt_timing_cache_enable", "trt_timing_cache_path", "trt_profile_min_shapes",
+               "trt_profile_opt_shapes", "trt_profile_max_shapes", "user_compute_stream", "trt_cuda_graph_enable",
+               "trt_engine_cache_prefix"}
+
+
 class FakeCudaOrt:
     """The parts of ``onnxruntime`` the CUDA path uses, over real CPU sessions."""
 
-    def __init__(self, memcpy_nodes=0, garbage_replays=False):
+    def __init__(self, memcpy_nodes=0, garbage_replays=False, refused_option=None):
         import onnxruntime as real
 
         self.real, self.memcpy_nodes, self.garbage_replays = real, memcpy_nodes, garbage_replays
+        self.refused_option = refused_option  # a TensorRT option this "version" does not know
         self.GraphOptimizationLevel = real.GraphOptimizationLevel
         self.__version__ = real.__version__
         self.sessions = []
@@ -60,6 +73,13 @@ class FakeCudaOrt:
         self.SessionOptions, self.RunOptions = SessionOptions, RunOptions
 
         def session(path, sess_options, providers):
+            names = [p[0] if isinstance(p, tuple) else p for p in providers]
+            if names[0] == TRT:
+                unknown = set(providers[0][1]) - (TRT_OPTIONS - {fake.refused_option})
+                if unknown:  # as ONNX Runtime's Python layer does: say so on stdout, retry without options
+                    print(f"EP Error Invalid TensorRT EP option: {sorted(unknown)[0]} when using {names}")
+                    print("Falling back to ['CUDAExecutionProvider', 'CPUExecutionProvider'] and retrying.")
+                    return fake.Session(fake, path, sess_options, [(CUDA, {}), "CPUExecutionProvider"])
             return fake.Session(fake, path, sess_options, providers)
 
         self.InferenceSession = session
@@ -68,18 +88,22 @@ class FakeCudaOrt:
         def __init__(self, fake, path, options, providers):
             *gpu, cpu = providers
             assert [name for name, _ in gpu] in ([CUDA], [TRT, CUDA]) and cpu == "CPUExecutionProvider"
-            cuda = gpu[0][1]  # the first provider's options: it is the one asked for graphs
-            assert all(o["has_user_compute_stream"] == "1" and int(o["user_compute_stream"]) for _, o in gpu)
-            self.graphs = cuda.get("enable_cuda_graph") == "1" or cuda.get("trt_cuda_graph_enable") is True
+            first = gpu[0][1]  # the first provider's options: it is the one asked for graphs
+            self.graphs = first.get("enable_cuda_graph") == "1" or first.get("trt_cuda_graph_enable") is True
             if self.graphs and fake.memcpy_nodes:
-                raise RuntimeError(f"[ONNXRuntimeError] : 1 : FAIL : {REFUSAL}")
+                raise Fail(f"[ONNXRuntimeError] : 1 : FAIL : {REFUSAL}")
             real_options = fake.real.SessionOptions()
             for dim, size in options.overrides.items():  # real ORT folds the graph at these sizes
                 real_options.add_free_dimension_override_by_name(dim, size)
             self.cpu = fake.real.InferenceSession(path, real_options, providers=["CPUExecutionProvider"])
-            self.fake, self.options, self.provider_options = fake, options, cuda
-            self.runs, self.captured, self.run_options = 0, None, []
+            self.fake, self.options, self.provider_options = fake, options, first
+            self.providers = [name for name, _ in gpu] + [cpu]
+            self.runs, self.run_options, self.threads = 0, [], set()
+            self.captured = {}  # thread -> the bindings of its capture: ONNX Runtime keeps a graph per thread
             fake.sessions.append(self)
+
+        def get_providers(self):
+            return self.providers
 
         def get_inputs(self):
             return self.cpu.get_inputs()
@@ -107,18 +131,19 @@ class FakeCudaOrt:
 
         def run_with_iobinding(self, io, run_options):
             self.runs += 1
+            self.threads.add(threading.get_ident())
             self.run_options.append(dict(run_options.entries))
             bound = (dict(io.inputs), dict(io.outputs))
-            replay = self.captured is not None
-            if self.graphs and self.captured is None:
-                self.captured = bound  # ONNX Runtime captures in its first run; later runs replay it
-            inputs, outputs = self.captured if replay else bound
+            captured = self.captured.get(threading.get_ident())
+            if self.graphs and captured is None:
+                self.captured[threading.get_ident()] = bound  # captured in its first run; later runs replay it
+            inputs, outputs = captured or bound
             feeds = {n: _host(p, s, d).copy() for n, (s, d, p) in inputs.items()}
             results = self.cpu.run(list(outputs), feeds)
             for (name, (shape, dtype, ptr)), y in zip(outputs.items(), results):
                 assert y.shape == shape, (name, y.shape, shape)
                 out = _host(ptr, shape, dtype)
-                out[...] = np.nan if replay and self.fake.garbage_replays else y
+                out[...] = np.nan if captured and self.fake.garbage_replays else y
 
 
 @pytest.fixture
@@ -165,7 +190,7 @@ def test_a_repeated_shape_is_captured_once_then_replayed(cuda_ort):
     assert (report.captured, report.replays, report.refused) == (1, 3, {})
     (session,) = fake.sessions
     assert session.graphs and session.options.overrides == {"batch": 1, "samples": 31680}
-    assert session.runs == 5 and session.captured is not None
+    assert session.runs == 5 and len(session.captured) == 1 and len(session.threads) == 1
     assert all(o == {"disable_synchronize_execution_providers": "1"} for o in session.run_options)
 
 
@@ -186,17 +211,20 @@ def test_memcpy_nodes_refuse_graphs_and_say_why(cuda_ort, caplog):
     assert len(lines) == 1 and "2x31680" in lines[0] and lines[0].count("\n") == 0
 
 
-def test_a_bad_replay_is_caught_and_the_shape_runs_plainly(cuda_ort, caplog):
+def test_a_bad_replay_is_caught_and_the_shape_leaves_for_good(cuda_ort, caplog):
     # a replay that writes garbage (here: NaN) must not reach the caller: the first replay of a
-    # shape is checked against the general path, and a disagreement drops the graph
+    # shape is checked against the general path, and a disagreement drops the shape for good (ONNX
+    # Runtime would replay its graph on every later run of that session: running it "plainly" is not
+    # possible there)
     emb, fake, cpu = cuda_ort(garbage_replays=True)
     x = _audio((1, 16000))
     with caplog.at_level(logging.WARNING, logger="kwmlp"):
-        for _ in range(3):
+        for _ in range(6):
             _same(emb.embed(x), cpu.embed(x))
-    assert "CUDA graph dropped" in caplog.text
+    assert caplog.text.count("it runs on the general path") == 1
     report = emb.graph_report()
-    assert report.captured == 1 and "differ from a plain run" in report.refused["1x31680"]
+    assert report.captured == 1 and "differ from the general path" in report.refused["1x31680"]
+    assert fake.sessions[0].runs == 2  # its plain run and its one replay, never again
 
 
 def test_small_batches_and_keyword_windows_meet_few_shapes(cuda_ort):
@@ -366,7 +394,7 @@ def test_a_large_batch_runs_in_pieces_on_two_streams(cuda_ort):
         _same(emb.embed(x), want)
     lanes = [s for s in fake.sessions if s.options.overrides == {"batch": 32, "samples": 31680}]
     streams = {s.provider_options["user_compute_stream"] for s in lanes}
-    assert len(lanes) == 2 and len(streams) == 2 and all(s.captured is not None for s in lanes)
+    assert len(lanes) == 2 and len(streams) == 2 and all(s.captured for s in lanes)
     assert emb.graph_report().replays >= 2
 
 
@@ -457,3 +485,98 @@ def test_onnxruntime_trt_sessions_at_a_shape_replay_too(gpu_session, random_expo
     options = session.provider_options
     assert options["trt_cuda_graph_enable"] is True
     assert {options[f"trt_profile_{w}_shapes"] for w in ("min", "opt", "max")} == {"audio:1x31680"}
+
+
+def test_a_provider_that_falls_back_is_not_taken_for_the_one_asked_for(gpu_session, random_exported, monkeypatch,
+                                                                       capsys):  # noqa: F811
+    # ONNX Runtime's Python layer retries a session whose TensorRT provider refused an option on
+    # CUDA and CPU, without the shape's stream, and says so on stdout: such a session must not be
+    # taken for a TensorRT one on the shape's stream, and the user's stdout stays clean
+    from kwmlp import cuda as cuda_api, trt
+    from kwmlp.runtime import Embedder, onnxruntime_backend as ortb, onnxruntime_cuda
+
+    fake = FakeCudaOrt(refused_option="trt_engine_cache_prefix")
+    monkeypatch.setattr(cuda_api, "load", FakeCuda)
+    monkeypatch.setattr(ortb, "available_providers", lambda: [TRT, CUDA, "CPUExecutionProvider"])
+    monkeypatch.setattr(trt, "installed_version", lambda: "10.16.0")
+    monkeypatch.setattr(onnxruntime_cuda, "import_onnxruntime", lambda: fake)
+    gpu_session({TRT: 40})
+    path = random_exported()
+    emb, cpu = Embedder(path, backend="onnxruntime-trt"), Embedder(path, backend="onnxruntime-cpu")
+    for i in range(3):
+        x = _audio((1, 16000), seed=i)
+        _same(emb.embed(x), cpu.embed(x))
+    why = emb.graph_report().refused["1x31680"]
+    assert "started CUDAExecutionProvider instead of TensorrtExecutionProvider" in why and "trt_engine_cache_prefix" in why
+    assert "EP Error" not in capsys.readouterr().out
+
+
+def test_each_thread_has_sessions_of_its_own(cuda_ort):
+    # ONNX Runtime's CUDA provider keeps a session's graph per thread, and a session with CUDA
+    # graphs takes one run at a time: two threads never share a session at a shape
+    emb, fake, cpu = cuda_ort()
+    x = _audio((1, 16000), seed=4)
+    want, errors = cpu.embed(x), []
+
+    def work():
+        try:
+            for _ in range(4):
+                _same(emb.embed(x), want)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert not errors and len(fake.sessions) == 2 and all(len(s.threads) == 1 for s in fake.sessions)
+    assert emb.graph_report().captured == 2
+
+
+def test_a_fixed_shape_file_opened_itself(cuda_ort, random_checkpoint, tmp_path):
+    from kwmlp.export import ExportOptions, export_checkpoint
+    from kwmlp.runtime import Embedder
+
+    _, fake, cpu = cuda_ort()
+    export_checkpoint(random_checkpoint, str(tmp_path / "f.onnx"), ExportOptions(fixed_shapes=((3, 16000),)))
+    emb = Embedder(str(tmp_path / "f.3x16000.onnx"), backend="onnxruntime-cuda")
+    for i in range(3):  # 3 rows stay 3 rows and 16000 samples stay 16000: its one shape
+        x = _audio((3, 16000), seed=i)
+        _same(emb.embed(x), cpu.embed(x))
+        r = emb.embed_on_device(x)
+        assert max_abs(r.scene_embeddings.numpy(), cpu.embed(x).scene_embeddings) <= 1e-5
+    assert {tuple(s.cpu.get_inputs()[0].shape) for s in fake.sessions} == {(3, 16000)}
+    assert all(s.options.overrides == {} for s in fake.sessions)
+
+
+# --- the state machine's edges ---------------------------------------------------------------------
+
+def test_a_run_evicted_after_it_was_handed_out_says_so():
+    from kwmlp.runtime.device_graph import ShapeCache, run_in_lanes
+
+    cache = ShapeCache(lambda s: _shaped(s), capacity=1, admit_after=1)
+    a = cache.get((2, 3))
+    cache.get((4, 3))  # another shape: (2, 3) is closed to make room
+    assert a.closed and a.run(np.ones((2, 3), np.float32)) is None and a.run_device(np.ones((2, 3))) is None
+    # two lanes in a cache of one: the second lane evicts the first; the caller's general path runs it
+    assert run_in_lanes(cache, np.ones((5, 3), np.float32), 2) is None
+
+
+def test_a_capture_that_fails_in_its_enqueue_runs_plainly():
+    run = _shaped(check=lambda x: {"y": 2 * x})
+
+    def capture():  # as TrtShapeExecutor's: execute_async_v3 returned False under capture
+        raise KwmlpError("TensorRT failed to enqueue the engine (see the TensorRT log)")
+
+    run.executor.capture = capture
+    for i in range(4):
+        x = np.full((2, 3), i, np.float32)
+        np.testing.assert_array_equal(run.run(x)["y"], 2 * x)
+    assert run.state == "plain" and "failed to enqueue" in run.report.refused["2x3"] and not run.broken
+
+
+def test_the_first_run_of_a_shape_without_graphs_is_checked_too(caplog):
+    run = _shaped(use_graphs=False, check=lambda x: {"y": 3 * x})
+    x = np.ones((2, 3), np.float32)
+    with caplog.at_level(logging.WARNING, logger="kwmlp"):
+        np.testing.assert_array_equal(run.run(x)["y"], 3 * x)
+    assert run.broken and "differ from the general path" in caplog.text
