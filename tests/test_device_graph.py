@@ -464,18 +464,28 @@ def test_a_fixed_shape_file_beside_the_export_is_what_runs(cuda_ort, random_chec
     assert emb.graph_report().captured == 1
 
 
-def test_onnxruntime_trt_sessions_at_a_shape_replay_too(gpu_session, random_exported, monkeypatch):  # noqa: F811
+@pytest.fixture
+def trt_ort(monkeypatch, gpu_session, random_exported):  # noqa: F811
+    """``make(**fake options)`` -> (an Embedder on "onnxruntime-trt" over fakes, the fake ORT, the CPU Embedder)."""
     from kwmlp import cuda as cuda_api, trt
     from kwmlp.runtime import Embedder, onnxruntime_backend as ortb, onnxruntime_cuda
 
-    fake = FakeCudaOrt()
     monkeypatch.setattr(cuda_api, "load", FakeCuda)
     monkeypatch.setattr(ortb, "available_providers", lambda: [TRT, CUDA, "CPUExecutionProvider"])
     monkeypatch.setattr(trt, "installed_version", lambda: "10.16.0")
-    monkeypatch.setattr(onnxruntime_cuda, "import_onnxruntime", lambda: fake)
     gpu_session({TRT: 40})
     path = random_exported()
-    emb, cpu = Embedder(path, backend="onnxruntime-trt"), Embedder(path, backend="onnxruntime-cpu")
+
+    def make(**options):
+        fake = FakeCudaOrt(**options)
+        monkeypatch.setattr(onnxruntime_cuda, "import_onnxruntime", lambda: fake)
+        return Embedder(path, backend="onnxruntime-trt"), fake, Embedder(path, backend="onnxruntime-cpu")
+
+    return make
+
+
+def test_onnxruntime_trt_sessions_at_a_shape_replay_too(trt_ort):
+    emb, fake, cpu = trt_ort()
     assert emb.backend == "onnxruntime-trt"
     for i in range(4):
         x = _audio((1, 16000), seed=i)
@@ -487,22 +497,11 @@ def test_onnxruntime_trt_sessions_at_a_shape_replay_too(gpu_session, random_expo
     assert {options[f"trt_profile_{w}_shapes"] for w in ("min", "opt", "max")} == {"audio:1x31680"}
 
 
-def test_a_provider_that_falls_back_is_not_taken_for_the_one_asked_for(gpu_session, random_exported, monkeypatch,
-                                                                       capsys):  # noqa: F811
+def test_a_provider_that_falls_back_is_not_taken_for_the_one_asked_for(trt_ort, capsys):
     # ONNX Runtime's Python layer retries a session whose TensorRT provider refused an option on
     # CUDA and CPU, without the shape's stream, and says so on stdout: such a session must not be
     # taken for a TensorRT one on the shape's stream, and the user's stdout stays clean
-    from kwmlp import cuda as cuda_api, trt
-    from kwmlp.runtime import Embedder, onnxruntime_backend as ortb, onnxruntime_cuda
-
-    fake = FakeCudaOrt(refused_option="trt_engine_cache_prefix")
-    monkeypatch.setattr(cuda_api, "load", FakeCuda)
-    monkeypatch.setattr(ortb, "available_providers", lambda: [TRT, CUDA, "CPUExecutionProvider"])
-    monkeypatch.setattr(trt, "installed_version", lambda: "10.16.0")
-    monkeypatch.setattr(onnxruntime_cuda, "import_onnxruntime", lambda: fake)
-    gpu_session({TRT: 40})
-    path = random_exported()
-    emb, cpu = Embedder(path, backend="onnxruntime-trt"), Embedder(path, backend="onnxruntime-cpu")
+    emb, fake, cpu = trt_ort(refused_option="trt_engine_cache_prefix")
     for i in range(3):
         x = _audio((1, 16000), seed=i)
         _same(emb.embed(x), cpu.embed(x))
