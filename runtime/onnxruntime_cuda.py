@@ -62,26 +62,27 @@ def session_options(ort, input_name: str, shape: tuple[int, ...], threads: int |
     return opts
 
 
-def model_at(path: str, info: ModelInfo, shape: tuple[int, ...]) -> tuple[str, bool]:
-    """(the model to open at ``shape``, whether it is a fixed-shape file): a fixed-shape file itself;
-    the export's ``NAME.BxS.onnx`` when one of this export lies beside it
-    (:func:`kwmlp.artifact.fixed_shapes_of`); else the export, folded with free-dimension overrides."""
+def fixed_files(path: str, info: ModelInfo) -> dict[tuple[int, ...], str]:
+    """``{input shape: model}`` of the fixed-shape models (read once per runner: each file's metadata
+    is opened): a fixed-shape file itself, or the export's ``NAME.BxS.onnx`` files of this export
+    beside it (:func:`kwmlp.artifact.fixed_shapes_of`). Other shapes open the export, folded with
+    free-dimension overrides."""
     if info.shape is not None:
-        return path, True
-    if info.layout != LAYOUT_EMBEDDINGS:
-        return path, False
-    fixed = fixed_shapes_of(path, info).get(tuple(shape))
-    return (fixed, True) if fixed else (path, False)
+        return {info.shape: path}
+    return fixed_shapes_of(path, info) if info.layout == LAYOUT_EMBEDDINGS else {}
 
 
 class OrtShapeExecutor(Executor):
-    """One ONNX Runtime CUDA session at one input shape, bound to device buffers through IO binding."""
+    """One ONNX Runtime CUDA session at one input shape, bound to device buffers through IO binding:
+    on ``path``, a fixed-shape model of that shape when ``fixed_file``, else the export, whose free
+    dimensions are then set to ``shape``."""
 
     def __init__(self, path: str, info: ModelInfo, shape: tuple[int, ...], stream_handle: int,
-                 graphs: bool, threads: int | None = None, backend: str = "onnxruntime-cuda"):
+                 graphs: bool, threads: int | None = None, backend: str = "onnxruntime-cuda",
+                 fixed_file: bool = False):
         self.ort = import_onnxruntime()
         self.shape, self.backend = tuple(shape), backend
-        self.path, self.fixed_file = model_at(path, info, self.shape)
+        self.path, self.fixed_file = path, fixed_file
         self.session, self.refused = self._open(info, stream_handle, graphs, threads)
         self.tensors = self._specs(info)
         self.io = self.session.io_binding()
@@ -173,7 +174,8 @@ class OrtCudaRunner(Runner):
         self.max_samples, self.cache_sized_calls = general.max_samples, False
         self.threads, self.capacity, self.admit_after = threads, capacity, admit_after
         self._local, self._caches, self._lock = threading.local(), [], threading.Lock()
-        self.exact_shapes = exact_shapes(self.path, info)
+        self._fixed_files = fixed_files(self.path, info)
+        self.exact_shapes = frozenset(self._fixed_files)
 
     @property
     def metadata(self) -> dict[str, str]:
@@ -192,8 +194,9 @@ class OrtCudaRunner(Runner):
     def _shaped(self, shape: tuple[int, ...]) -> ShapedRun:
         stream = self.cuda.stream()
         try:
-            executor = OrtShapeExecutor(self.path, self.info, shape, self.cuda.handle(stream), self.graphs,
-                                        self.threads, self.backend)
+            model = self._fixed_files.get(shape)
+            executor = OrtShapeExecutor(model or self.path, self.info, shape, self.cuda.handle(stream), self.graphs,
+                                        self.threads, self.backend, fixed_file=model is not None)
             return ShapedRun(self.cuda, executor, stream, use_graphs=self.graphs, tol=CHECK_TOLERANCE[self.info.precision],
                              check=lambda x: self.general.run({self.inputs[0]: x}))
         except Exception:
@@ -240,14 +243,6 @@ class OrtCudaRunner(Runner):
             for cache in self._caches:
                 cache.close()
         self.general.close()
-
-
-def exact_shapes(path: str, info: ModelInfo) -> frozenset:
-    """The input shapes with a fixed-shape model: a fixed-shape file's own, or those of the
-    export's fixed-shape files beside it."""
-    if info.shape is not None:
-        return frozenset({info.shape})
-    return frozenset(fixed_shapes_of(path, info)) if info.layout == LAYOUT_EMBEDDINGS else frozenset()
 
 
 def on_device(general: Runner, graphs: bool = True, threads: int | None = None) -> Runner:
